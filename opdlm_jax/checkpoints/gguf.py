@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from opdlm_jax.checkpoints.hf_mapping import CheckpointError, params_from_hf_tensors
 from opdlm_jax.models.config import ModelConfig
 
 # GGUF architecture -> (our family, whether q/k rows were permuted by the converter).
@@ -47,7 +48,7 @@ _LAYER_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
 _MISSING = object()
 
 
-class GGUFError(ValueError):
+class GGUFError(CheckpointError):
     """A file that is not a readable GGUF model of a supported kind."""
 
 
@@ -143,8 +144,8 @@ def config_from_gguf(gf: GGUFFile, **numerics) -> ModelConfig:
         num_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=head_dim,
-        rms_norm_eps=float(field(gf, f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)),
-        rope_theta=float(field(gf, f"{arch}.rope.freq_base", 10000.0)),
+        rms_norm_eps=_float32_value(field(gf, f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)),
+        rope_theta=_float32_value(field(gf, f"{arch}.rope.freq_base", 10000.0)),
         rope_scaling=_rope_scaling(gf, arch),
         max_position_embeddings=int(field(gf, f"{arch}.context_length", 4096)),
         tie_word_embeddings="output.weight" not in names,
@@ -155,6 +156,12 @@ def config_from_gguf(gf: GGUFFile, **numerics) -> ModelConfig:
         pad_token_id=_opt_int(gf, "tokenizer.ggml.padding_token_id"),
         **numerics,
     )
+
+
+def _float32_value(x) -> float:
+    # GGUF stores these as float32: 1e-5 reads back as 9.99999974e-06. The shortest decimal that
+    # rounds to the same float32 is the value the converter was given.
+    return float(str(np.float32(x)))
 
 
 def _rope_scaling(gf: GGUFFile, arch: str) -> dict | None:
@@ -256,15 +263,19 @@ def read_tokenizer_info(path: str | os.PathLike) -> GGUFTokenizerInfo:
 def load_gguf(path: str | os.PathLike, *, param_dtype: str = "float32", dtype: str = "float32",
               scan_layers: bool = False, remat_policy: str = "none",
               ) -> tuple[ModelConfig, dict, GGUFTokenizerInfo]:
-    """(config, params, tokenizer metadata) from a llama/qwen2/qwen3 GGUF file, dequantized."""
-    from opdlm_jax.checkpoints.hf_mapping import params_from_hf_tensors
+    """(config, params, tokenizer metadata) from a llama/qwen2/qwen3 GGUF file.
 
+    Every tensor is dequantized to float32, then cast to `param_dtype`; params are host numpy
+    arrays (as from `load_hf_checkpoint`), stacked per layer when `scan_layers`.
+    """
     gf = open_gguf(path)
     config = config_from_gguf(gf, param_dtype=param_dtype, dtype=dtype, scan_layers=scan_layers,
                               remat_policy=remat_policy)
     get_tensor, names = hf_tensor_source(gf, config)
     try:
         params = params_from_hf_tensors(config, get_tensor, names)
-    except (KeyError, ValueError) as e:
-        raise GGUFError(f"{path}: {e}") from e
+    except GGUFError:
+        raise  # already names the file
+    except CheckpointError as e:
+        raise GGUFError(f"{gf.path}: {e}") from e
     return config, params, tokenizer_info(gf)

@@ -1,0 +1,1 @@
+"""Shared decoding pieces: prompt batching, token sampling, stop handling, the AR decoder."""
