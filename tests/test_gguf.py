@@ -1,5 +1,6 @@
 """GGUF loading: tiny synthetic files (exact round trips) and the embedded SmolLM2-135M file
 against transformers' own GGUF loader (tokenizer ids, prompt logits, greedy continuation)."""
+import copy
 import importlib.util
 import os
 import time
@@ -12,7 +13,7 @@ import pytest
 from opdlm_jax import presets
 from opdlm_jax.checkpoints.gguf import hf_name, load_gguf, unpermute_rows
 from opdlm_jax.checkpoints.hf_mapping import params_from_hf_tensors
-from opdlm_jax.checkpoints.tokenizer import byte_alphabet, tokenizer_from_gguf
+from opdlm_jax.checkpoints.tokenizer import byte_alphabet, ensure_mask_token, tokenizer_from_gguf
 from opdlm_jax.loading import load_model
 from opdlm_jax.models import forward
 
@@ -187,10 +188,12 @@ def smol_path():
 
 @pytest.fixture(scope="module")
 def smol(smol_path):
+    """(config, params, tokenizer) through the preset, without a mask token (added per test)."""
     start = time.perf_counter()
-    config, params, info = load_gguf(smol_path)
-    print(f"\nload_gguf: {time.perf_counter() - start:.1f}s")
-    return config, params, tokenizer_from_gguf(info)
+    m = load_model("smollm2-135m", add_mask_token=False)
+    print(f"\nload_model('smollm2-135m'): {time.perf_counter() - start:.1f}s")
+    assert m.stop_token_ids == (2,) and m.mask_token_id is None  # <|im_end|> is the EOS
+    return m.config, m.params, m.tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +212,7 @@ def reference(smol_path):
     with no_init_weights():
         model = LlamaForCausalLM(hf_config)
     model = model.float().eval()
+    torch.set_num_threads(1)
     tensors = load_gguf_checkpoint(str(smol_path), return_tensors=True, model_to_load=model)["tensors"]
     result = model.load_state_dict(tensors, strict=False)
     assert result.missing_keys == ["lm_head.weight"] and not result.unexpected_keys  # tied
@@ -227,6 +231,15 @@ def test_smollm2_config(smol):
         64, 1536, 1e-5, 100000.0)
     assert config == presets.preset_config("smollm2-135m")  # the preset spells out the file
     assert params["embedding"].shape == (49152, 576) and "lm_head" not in params
+
+
+def test_smollm2_mask_token(smol):
+    config, params, tokenizer = smol
+    tokenizer, config, params, mask_id = ensure_mask_token(copy.deepcopy(tokenizer), config, params)
+    assert mask_id == 49152 and (config.vocab_size, config.mask_token_id) == (49153, 49152)
+    emb = params["embedding"]
+    assert emb.shape == (49153, 576) and tokenizer.convert_ids_to_tokens(mask_id) == "<|mask|>"
+    np.testing.assert_allclose(emb[-1], emb[:-1].mean(0), rtol=1e-5, atol=1e-7)
 
 
 def test_smollm2_tokenizer_ids_match_transformers(smol, reference):
@@ -259,8 +272,7 @@ def test_smollm2_logits_and_greedy_match_transformers(smol, reference):
         generated = []
         for _ in range(NEW_TOKENS):
             generated.append(int(out.logits[0, -1].argmax()))
-            out = model(torch.tensor([[generated[-1]]]), past_key_values=out.past_key_values,
-                        use_cache=True)
+            out = model(torch.tensor([[generated[-1]]]), cache=out.cache, use_cache=True)
         sequence = prompt_ids + generated
         ref_logits = model(torch.tensor([sequence])).logits[0].numpy()
     hf_time = time.perf_counter() - start

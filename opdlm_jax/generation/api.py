@@ -48,17 +48,17 @@ def check_budget(max_new_tokens: int, block_size: int) -> None:
                          f"max_new_tokens={max_new_tokens}")
 
 
-def _run(fn, key_parts: tuple, args: tuple, static: dict):
+def _run(fn, key_parts: tuple, args: dict, static: dict):
     """Compile once per (function, shapes, static settings); return (output, compile s, run s)."""
     cache_key = (fn.__name__, key_parts, tuple(sorted(static.items(), key=lambda kv: kv[0])))
     compile_s = 0.0
     if cache_key not in _compiled:
         note_shape(fn.__name__, *key_parts)
         t0 = time.perf_counter()
-        _compiled[cache_key] = fn.lower(*args, **static).compile()
+        _compiled[cache_key] = fn.lower(**args, **static).compile()
         compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = jax.block_until_ready(_compiled[cache_key](*args))
+    out = jax.block_until_ready(_compiled[cache_key](**args))
     return out, compile_s, time.perf_counter() - t0
 
 
@@ -79,7 +79,7 @@ def generate_diffusion(config: ModelConfig, params: dict, prompts: Sequence[Sequ
     tokens, valid = _prepare(config, prompts, max_new_tokens, sampler.block_size, pad_id)
     static = dict(config=config, sampler=sampler, max_new_tokens=max_new_tokens,
                   stop_ids=tuple(stop_ids), mask_id=mask_id, pad_id=pad_id, on_block=on_block)
-    args = (params, tokens, valid, jax.random.PRNGKey(seed))
+    args = dict(params=params, prompt_tokens=tokens, prompt_valid=valid, key=jax.random.PRNGKey(seed))
     out, compile_s, run_s = _run(block_diffusion_decode, tokens.shape, args, static)
     lengths = np.asarray(out.lengths)
     toks, steps = np.asarray(out.tokens), np.asarray(out.step_map)
@@ -95,7 +95,7 @@ def generate_ar(config: ModelConfig, params: dict, prompts: Sequence[Sequence[in
     tokens, valid = _prepare(config, prompts, max_new_tokens, 1, pad_id)
     static = dict(config=config, sampling=sampling, max_new_tokens=max_new_tokens,
                   stop_ids=tuple(stop_ids), pad_id=pad_id, banned_ids=tuple(banned_ids))
-    args = (params, tokens, valid, jax.random.PRNGKey(seed))
+    args = dict(params=params, prompt_tokens=tokens, prompt_valid=valid, key=jax.random.PRNGKey(seed))
     out, compile_s, run_s = _run(ar_decode, tokens.shape, args, static)
     lengths = np.asarray(out.lengths)
     toks = np.asarray(out.tokens)
