@@ -212,7 +212,6 @@ def reference(smol_path):
     with no_init_weights():
         model = LlamaForCausalLM(hf_config)
     model = model.float().eval()
-    torch.set_num_threads(1)
     tensors = load_gguf_checkpoint(str(smol_path), return_tensors=True, model_to_load=model)["tensors"]
     result = model.load_state_dict(tensors, strict=False)
     assert result.missing_keys == ["lm_head.weight"] and not result.unexpected_keys  # tied
@@ -266,15 +265,21 @@ def test_smollm2_logits_and_greedy_match_transformers(smol, reference):
     prompt_ids = tokenizer(prompt)["input_ids"]
     n = len(prompt_ids)
 
-    start = time.perf_counter()
-    with torch.no_grad():  # transformers' greedy loop, with its KV cache
-        out = model(torch.tensor([prompt_ids]), use_cache=True)
-        generated = []
-        for _ in range(NEW_TOKENS):
-            generated.append(int(out.logits[0, -1].argmax()))
-            out = model(torch.tensor([[generated[-1]]]), cache=out.cache, use_cache=True)
-        sequence = prompt_ids + generated
-        ref_logits = model(torch.tensor([sequence])).logits[0].numpy()
+    start, threads = time.perf_counter(), torch.get_num_threads()
+    # One torch thread: beside JAX's thread pools (and on a busy 2-core box) more threads made
+    # this loop 4x slower, not faster.
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():  # transformers' greedy loop, with its KV cache
+            out = model(torch.tensor([prompt_ids]), use_cache=True)
+            generated = []
+            for _ in range(NEW_TOKENS):
+                generated.append(int(out.logits[0, -1].argmax()))
+                out = model(torch.tensor([[generated[-1]]]), cache=out.cache, use_cache=True)
+            sequence = prompt_ids + generated
+            ref_logits = model(torch.tensor([sequence])).logits[0].numpy()
+    finally:
+        torch.set_num_threads(threads)
     hf_time = time.perf_counter() - start
 
     # One causal pass over prompt + continuation: greedy decoding agrees token for token iff the

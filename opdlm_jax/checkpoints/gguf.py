@@ -67,6 +67,7 @@ class GGUFTokenizerInfo:
     eot_token_id: int | None = None
     add_bos_token: bool = False
     add_eos_token: bool = False
+    add_space_prefix: bool = False
     chat_template: str | None = None
     path: str | None = None
 
@@ -206,7 +207,10 @@ def hf_tensor_source(gf: GGUFFile, config: ModelConfig) -> tuple[Callable[[str],
     _, permuted = SUPPORTED_ARCHITECTURES[architecture(gf)]
     by_hf = {}
     for t in gf.reader.tensors:
-        name = hf_name(t.name)
+        try:
+            name = hf_name(t.name)
+        except GGUFError as e:
+            raise GGUFError(f"{gf.path}: {e}") from None
         if name in by_hf:
             raise GGUFError(f"{gf.path}: two GGUF tensors map to {name}")
         by_hf[name] = t
@@ -250,6 +254,7 @@ def tokenizer_info(gf: GGUFFile) -> GGUFTokenizerInfo:
         eot_token_id=_opt_int(gf, "tokenizer.ggml.eot_token_id"),
         add_bos_token=bool(field(gf, "tokenizer.ggml.add_bos_token", False)),
         add_eos_token=bool(field(gf, "tokenizer.ggml.add_eos_token", False)),
+        add_space_prefix=bool(field(gf, "tokenizer.ggml.add_space_prefix", False)),
         chat_template=field(gf, "tokenizer.chat_template", None),
         path=gf.path,
     )

