@@ -93,7 +93,12 @@ def test_topk_tail_properties():
         tail = topk_forward_kl_tail(t, s, k)
         assert bool(jnp.all(tail >= -1e-6)), k
         assert bool(jnp.all(tail <= full + 1e-5)), k  # merging categories cannot increase KL
-    assert bool(jnp.any(topk_forward_kl_reference(t, s, 3) < 0))  # ... while the reference can go < 0
+    # A student that is the teacher plus extra mass on the teacher's top-3: the reference
+    # quantity is negative on every row, the tail KL stays >= 0.
+    top = jnp.put_along_axis(jnp.zeros(t.shape), teacher_topk(t, 3), 1.0, axis=-1, inplace=False)
+    bumped = t + 2.0 * top
+    assert bool(jnp.all(topk_forward_kl_reference(t, bumped, 3) < 0))
+    assert bool(jnp.all(topk_forward_kl_tail(t, bumped, 3) > 0))
     # A one-token tail is that token: exact for k = V - 1 (and trivially k = V).
     close(topk_forward_kl_tail(t, s, vocab - 1), full, tol=1e-5)
     close(topk_forward_kl_tail(t, s, vocab), full, tol=1e-5)
@@ -194,7 +199,7 @@ def _weighted_loss(div, chunk, wt, ws, th, sh, weights):
 
 
 @pytest.mark.parametrize("name,kw,chunks", [
-    ("forward_kl", {}, (1, 3, 4, 5, 16)),
+    ("forward_kl", {}, (1, 3, 5, 16)),
     ("reverse_kl", {}, (3,)),
     ("generalized_jsd", {"beta": 0.3}, (4,)),
     ("topk_forward_kl_reference", {"k": 3}, (3,)),
@@ -204,7 +209,7 @@ def test_chunked_matches_unchunked(name, kw, chunks):
     wt, ws, th, sh, weights = _chunk_setup()
     div = divergence_fn(name, **kw)
     direct = div(*match_vocab(th @ wt, sh @ ws))
-    vg = jax.jit(jax.value_and_grad(_weighted_loss, argnums=(1, 2, 3, 4), has_aux=True),
+    vg = jax.jit(jax.value_and_grad(_weighted_loss, argnums=(2, 3, 4, 5), has_aux=True),
                  static_argnums=(0, 1))
     (ref_loss, ref_per), ref_grads = vg(div, None, wt, ws, th, sh, weights)
     close(ref_per, direct, tol=1e-6)
@@ -257,14 +262,15 @@ def test_chunked_memory_bound():
     for name, kw in (("forward_kl", {}), ("topk_forward_kl_tail", {"k": 16})):
         div = divergence_fn(name, **kw)
 
-        def loss(ws, sh, c):
+        # Everything is an argument: closed-over arrays would become constants that XLA folds.
+        def loss(wt, ws, th, sh, c):
             return chunked_divergence(div, lambda h: h @ wt, lambda h: h @ ws, th, sh, c).mean()
 
         temps = {}
         for c in (None, chunk):
             f = functools.partial(loss, c=c)
-            fwd = jax.jit(f).lower(ws, sh).compile().memory_analysis().temp_size_in_bytes
-            bwd = jax.jit(jax.value_and_grad(f, argnums=(0, 1))).lower(ws, sh).compile()
+            fwd = jax.jit(f).lower(wt, ws, th, sh).compile().memory_analysis().temp_size_in_bytes
+            bwd = jax.jit(jax.value_and_grad(f, argnums=(1, 3))).lower(wt, ws, th, sh).compile()
             temps[c] = (fwd, bwd.memory_analysis().temp_size_in_bytes)
         print(name, "temp bytes (fwd, value_and_grad): unchunked", temps[None], "chunk", chunk,
               temps[chunk], "chunk logits", chunk_logits, "full logits", full_logits)

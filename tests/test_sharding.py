@@ -2,6 +2,7 @@
 import functools
 import logging
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,6 +140,12 @@ def test_rule_precedence_and_errors():
     with pytest.raises(ValueError, match="occur more than once"):
         shd.logical_to_mesh_spec(("embed", "embed"), mesh)
     assert shd.batch_sharding(mesh, 3).spec == P(("data", "fsdp"), None, None)
+    # Without a divisibility problem, parameters and activations (mapped by flax inside the
+    # model) read the table the same way.
+    for names in [("batch", "length", "q_heads", "head_dim"), ("batch", "length", "mlp"),
+                  ("layers", "embed", "kv_heads", "head_dim"), ("q_heads", "head_dim", "embed"),
+                  ("vocab", "embed"), ("norm",)]:
+        assert shd.logical_to_mesh_spec(names, mesh) == nn.logical_to_mesh_axes(names, shd.RULES)
 
 
 # --- sharded forward / grad parity -----------------------------------------------------------

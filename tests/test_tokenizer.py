@@ -1,6 +1,7 @@
 """Mask token, stop tokens, presets and loader errors, on small synthetic tokenizers and params."""
 import importlib.util
 
+import jax
 import numpy as np
 import pytest
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
@@ -11,9 +12,9 @@ from opdlm_jax.checkpoints.gguf import GGUFError, load_gguf, read_tokenizer_info
 from opdlm_jax.checkpoints.tokenizer import (MASK_TOKEN, byte_alphabet, ensure_mask_token,
                                              stop_token_ids)
 from opdlm_jax.loading import load_model
-from opdlm_jax.models import forward
+from opdlm_jax.models import init_params
 from test_gguf import CHATML, write_tiny_gguf
-from tiny import tiny_model
+from tiny import tiny_config
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 BASE_VOCAB = len(SPECIALS) + 256
@@ -32,11 +33,20 @@ def make_tokenizer(extra_special=(), mask_token=None, chat_template=CHATML) -> P
                                    chat_template=chat_template)
 
 
+def vocab_tables(family="llama", **overrides):
+    """A config and just the vocabulary tables (all ensure_mask_token touches), as numpy."""
+    config = tiny_config(family, mask_token_id=None, **overrides)
+    rng = np.random.default_rng(0)
+    params = {"embedding": rng.standard_normal((config.vocab_size, config.hidden_size), np.float32)}
+    if not config.tie_word_embeddings:
+        params["lm_head"] = rng.standard_normal((config.hidden_size, config.vocab_size), np.float32)
+    return config, params
+
+
 @pytest.mark.parametrize("tied", [True, False])
 def test_mask_token_added_as_new_mean_row(tied):
     tokenizer = make_tokenizer()
-    config, params = tiny_model("llama", vocab_size=BASE_VOCAB, mask_token_id=None,
-                                tie_word_embeddings=tied)
+    config, params = vocab_tables(vocab_size=BASE_VOCAB, tie_word_embeddings=tied)
     tokenizer, new_config, new_params, mask_id = ensure_mask_token(tokenizer, config, params)
     # Documented id: the old tokenizer length (49152 for SmolLM2).
     assert mask_id == BASE_VOCAB and len(tokenizer) == BASE_VOCAB + 1
@@ -51,14 +61,12 @@ def test_mask_token_added_as_new_mean_row(tied):
         head = np.asarray(new_params["lm_head"])
         assert head.shape == (config.hidden_size, BASE_VOCAB + 1)
         np.testing.assert_allclose(head[:, -1], np.asarray(params["lm_head"]).mean(1), rtol=1e-6, atol=1e-7)
-    logits = forward(new_config, new_params, np.array([[5, mask_id]]), mode="block")
-    assert logits.shape == (1, 2, BASE_VOCAB + 1)
 
 
 def test_mask_token_in_padded_table_needs_no_new_row():
     # Qwen3-like: the table (300 rows) is larger than the tokenizer (259 tokens).
     tokenizer = make_tokenizer()
-    config, params = tiny_model("qwen3", vocab_size=300, mask_token_id=None)
+    config, params = vocab_tables("qwen3", vocab_size=300)
     _, new_config, new_params, mask_id = ensure_mask_token(tokenizer, config, params)
     assert mask_id == BASE_VOCAB and new_config.vocab_size == 300 and new_config.mask_token_id == mask_id
     assert new_params is params
@@ -67,7 +75,7 @@ def test_mask_token_in_padded_table_needs_no_new_row():
 @pytest.mark.parametrize("name", ["<|MASK|>", "<|mask|>"])
 def test_existing_mask_named_token_is_reused(name):
     tokenizer = make_tokenizer(extra_special=[name])  # id 259, inside a padded 300-row table
-    config, params = tiny_model("qwen3", vocab_size=300, mask_token_id=None)
+    config, params = vocab_tables("qwen3", vocab_size=300)
     tokenizer, new_config, new_params, mask_id = ensure_mask_token(tokenizer, config, params)
     assert mask_id == BASE_VOCAB and len(tokenizer) == BASE_VOCAB + 1  # nothing added
     assert tokenizer.mask_token == name and new_config.mask_token_id == mask_id
@@ -76,20 +84,20 @@ def test_existing_mask_named_token_is_reused(name):
 
 def test_tokenizer_mask_token_is_reused():
     tokenizer = make_tokenizer(extra_special=["[MASK]"], mask_token="[MASK]")
-    config, params = tiny_model("llama", vocab_size=BASE_VOCAB + 1, mask_token_id=None)
+    config, params = vocab_tables(vocab_size=BASE_VOCAB + 1)
     tokenizer, new_config, _, mask_id = ensure_mask_token(tokenizer, config, params)
     assert mask_id == BASE_VOCAB and len(tokenizer) == BASE_VOCAB + 1
     assert new_config.vocab_size == BASE_VOCAB + 1
 
 
 def test_mask_token_without_params_updates_config_only():
-    config, _ = tiny_model("llama", vocab_size=BASE_VOCAB, mask_token_id=None)
+    config = tiny_config("llama", vocab_size=BASE_VOCAB, mask_token_id=None)
     _, new_config, params, mask_id = ensure_mask_token(make_tokenizer(), config, None)
     assert params is None and (new_config.vocab_size, mask_id) == (BASE_VOCAB + 1, BASE_VOCAB)
 
 
 def test_stop_tokens_include_end_of_turn():
-    config, _ = tiny_model("llama", vocab_size=BASE_VOCAB, eos_token_ids=(0,))
+    config = tiny_config("llama", vocab_size=BASE_VOCAB, eos_token_ids=(0,), mask_token_id=None)
     tokenizer = make_tokenizer()
     assert stop_token_ids(tokenizer, config) == (0, 2)  # <|endoftext|>, <|im_end|>
     generation = GenerationConfig(eos_token_id=[2, 1])
@@ -185,13 +193,14 @@ def test_missing_smollm2_package_says_how_to_install(monkeypatch):
         presets.smollm2_gguf_path()
 
 
-@pytest.fixture
-def tiny_hf_dir(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_hf_dir(tmp_path_factory):
     from opdlm_jax.checkpoints.hf import save_hf_checkpoint
 
-    config, params = tiny_model("qwen3", vocab_size=300, mask_token_id=None, eos_token_ids=(2,))
-    save_hf_checkpoint(config, params, tmp_path / "ckpt", tokenizer=make_tokenizer())
-    return tmp_path / "ckpt"
+    config = tiny_config("qwen3", vocab_size=300, mask_token_id=None, eos_token_ids=(2,))
+    params = jax.jit(lambda key: init_params(config, key))(jax.random.PRNGKey(0))  # jit: faster init
+    return save_hf_checkpoint(config, params, tmp_path_factory.mktemp("hf") / "ckpt",
+                              tokenizer=make_tokenizer())
 
 
 def test_load_model_on_an_hf_directory(tiny_hf_dir):

@@ -1,0 +1,1 @@
+"""Training: optimizer, train state and the fused OPD step."""
