@@ -1,4 +1,5 @@
 """Distillation divergences, chunked evaluation (values, gradients, memory) and loss positions."""
+import dataclasses
 import functools
 import math
 
@@ -11,9 +12,9 @@ from opdlm_jax.distill import (DIVERGENCES, chunked_divergence, divergence_fn, f
                                generalized_jsd, loss_positions, loss_sums, match_vocab, normalise,
                                reverse_kl, teacher_topk, topk_forward_kl_reference,
                                topk_forward_kl_tail, topk_mass, with_topk_mass)
-from opdlm_jax.models import forward
+from opdlm_jax.models import forward, init_params
 from opdlm_jax.models.forward import unembed
-from tiny import tiny_model
+from tiny import tiny_config
 
 LN2, LN3 = math.log(2), math.log(3)
 
@@ -27,8 +28,13 @@ def close(actual, expected, tol=1e-6):
     np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=tol, atol=tol)
 
 
+def randn(seed, *shape, scale=1.0):
+    # Host RNG: jax.random would compile a fresh sampler for every shape (slow on small CPUs).
+    return jnp.asarray(scale * np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
 def random_logits(seed, shape, scale=3.0):
-    return scale * jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
+    return randn(seed, *shape, scale=scale)
 
 
 # p_T = [1/2, 1/4, 1/4], p_S = [1/8, 1/8, 3/4]: closed forms below worked out by hand.
@@ -50,7 +56,7 @@ def test_batched_shapes_and_dtype():
     t, s = random_logits(0, (2, 3, 5)), random_logits(1, (2, 3, 5)).astype(jnp.bfloat16)
     for name in DIVERGENCES:
         kw = {"k": 2} if "topk" in name else {}
-        out = divergence_fn(name, **kw)(t, s)
+        out = jax.eval_shape(divergence_fn(name, **kw), t, s)
         assert out.shape == (2, 3) and out.dtype == jnp.float32, name
 
 
@@ -88,25 +94,31 @@ def test_topk_reference_matches_literal_formula():
 def test_topk_tail_properties():
     vocab = 9
     t, s = random_logits(4, (64, vocab)), random_logits(5, (64, vocab))
-    full = forward_kl(t, s)
-    for k in (1, 3, 5):
-        tail = topk_forward_kl_tail(t, s, k)
-        assert bool(jnp.all(tail >= -1e-6)), k
-        assert bool(jnp.all(tail <= full + 1e-5)), k  # merging categories cannot increase KL
-    # A student that is the teacher plus extra mass on the teacher's top-3: the reference
-    # quantity is negative on every row, the tail KL stays >= 0.
+    # A student that is the teacher plus extra mass on the teacher's top-3.
     top = jnp.put_along_axis(jnp.zeros(t.shape), teacher_topk(t, 3), 1.0, axis=-1, inplace=False)
     bumped = t + 2.0 * top
-    assert bool(jnp.all(topk_forward_kl_reference(t, bumped, 3) < 0))
-    assert bool(jnp.all(topk_forward_kl_tail(t, bumped, 3) > 0))
+
+    @jax.jit  # one compile for all the values below (op-by-op dispatch is slow on busy CPUs)
+    def values(t, s, bumped):
+        return {"full": forward_kl(t, s),
+                **{f"tail{k}": topk_forward_kl_tail(t, s, k) for k in (1, 3, 5, vocab - 1, vocab)},
+                "ref_bumped": topk_forward_kl_reference(t, bumped, 3),
+                "tail_bumped": topk_forward_kl_tail(t, bumped, 3)}
+
+    v = values(t, s, bumped)
+    for k in (1, 3, 5):
+        assert bool(jnp.all(v[f"tail{k}"] >= -1e-6)), k
+        assert bool(jnp.all(v[f"tail{k}"] <= v["full"] + 1e-5)), k  # merging categories can't raise KL
+    # The reference quantity is negative on every bumped row, the tail KL stays > 0.
+    assert bool(jnp.all(v["ref_bumped"] < 0)) and bool(jnp.all(v["tail_bumped"] > 0))
     # A one-token tail is that token: exact for k = V - 1 (and trivially k = V).
-    close(topk_forward_kl_tail(t, s, vocab - 1), full, tol=1e-5)
-    close(topk_forward_kl_tail(t, s, vocab), full, tol=1e-5)
+    close(v[f"tail{vocab - 1}"], v["full"], tol=1e-5)
+    close(v[f"tail{vocab}"], v["full"], tol=1e-5)
     # The top-k holding all but ~1e-13 of the teacher's mass: tail log-mass stays finite.
     peaked = jnp.asarray([30.0, 30.0, 0.0, 0.0, 0.0])
     out = topk_forward_kl_tail(peaked, jnp.zeros(5), 2)
     assert bool(jnp.isfinite(out)) and float(out) >= 0
-    close(out, LN2 + math.log(5 / 2), tol=1e-5)  # = KL([1/2,1/2,~0] || [1/5,1/5,3/5])
+    close(out, math.log(5 / 2), tol=1e-5)  # = 2 * 1/2 ln((1/2) / (1/5)) + ~1e-13 * ln(~0)
 
 
 def test_jsd_by_hand_and_properties():
@@ -138,11 +150,18 @@ def test_gradients_finite_and_forward_kl_gradient():
     t = random_logits(8, (16, 6), scale=40.0)  # very peaked distributions
     t = t.at[:, 0].set(-jnp.inf)  # a token the teacher never predicts
     s = random_logits(9, (16, 6), scale=40.0)
-    for name in DIVERGENCES:
-        kw = {"k": 2} if "topk" in name else {"beta": 0.3} if name == "generalized_jsd" else {}
-        fn = divergence_fn(name, **kw)
-        teacher = t if name != "reverse_kl" else t.at[:, 0].set(0.0)  # reverse KL is inf there
-        value, grad = jax.value_and_grad(lambda x: fn(teacher, x).sum())(s)
+
+    @jax.jit
+    def all_grads(t, s):
+        out = {}
+        for name in DIVERGENCES:
+            kw = {"k": 2} if "topk" in name else {"beta": 0.3} if name == "generalized_jsd" else {}
+            fn = divergence_fn(name, **kw)
+            teacher = t if name != "reverse_kl" else t.at[:, 0].set(0.0)  # reverse KL is inf there
+            out[name] = jax.value_and_grad(lambda x: fn(teacher, x).sum())(s)
+        return out
+
+    for name, (value, grad) in all_grads(t, s).items():
         assert bool(jnp.isfinite(value)) and bool(jnp.all(jnp.isfinite(grad))), name
     # d KL(T||S) / d student logits = p_S - p_T.
     t, s = random_logits(10, (4, 5)), random_logits(11, (4, 5))
@@ -184,12 +203,11 @@ B, L, DT, DS, VT = 2, 10, 6, 5, 7
 
 
 def _chunk_setup():
-    keys = jax.random.split(jax.random.PRNGKey(20), 5)
-    wt = jax.random.normal(keys[0], (DT, VT))
-    ws = jax.random.normal(keys[1], (DS, VT + 1))  # student: one extra (mask) column
-    th = jax.random.normal(keys[2], (B, L, DT))
-    sh = jax.random.normal(keys[3], (B, L, DS))
-    weights = jax.random.uniform(keys[4], (B, L))
+    wt = randn(20, DT, VT)
+    ws = randn(21, DS, VT + 1)  # student: one extra (mask) column
+    th = randn(22, B, L, DT)
+    sh = randn(23, B, L, DS)
+    weights = jnp.abs(randn(24, B, L))
     return wt, ws, th, sh, weights
 
 
@@ -199,7 +217,7 @@ def _weighted_loss(div, chunk, wt, ws, th, sh, weights):
 
 
 @pytest.mark.parametrize("name,kw,chunks", [
-    ("forward_kl", {}, (1, 3, 5, 16)),
+    ("forward_kl", {}, (3, 5)),
     ("reverse_kl", {}, (3,)),
     ("generalized_jsd", {"beta": 0.3}, (4,)),
     ("topk_forward_kl_reference", {"k": 3}, (3,)),
@@ -208,13 +226,17 @@ def _weighted_loss(div, chunk, wt, ws, th, sh, weights):
 def test_chunked_matches_unchunked(name, kw, chunks):
     wt, ws, th, sh, weights = _chunk_setup()
     div = divergence_fn(name, **kw)
-    direct = div(*match_vocab(th @ wt, sh @ ws))
-    vg = jax.jit(jax.value_and_grad(_weighted_loss, argnums=(2, 3, 4, 5), has_aux=True),
-                 static_argnums=(0, 1))
-    (ref_loss, ref_per), ref_grads = vg(div, None, wt, ws, th, sh, weights)
+    vg = jax.value_and_grad(_weighted_loss, argnums=(2, 3, 4, 5), has_aux=True)
+
+    @jax.jit  # one compile for the direct value and every chunking
+    def run(wt, ws, th, sh, weights):
+        direct = div(*match_vocab(th @ wt, sh @ ws))
+        return direct, [vg(div, c, wt, ws, th, sh, weights) for c in (None, *chunks)]
+
+    direct, (((ref_loss, ref_per), ref_grads), *chunked) = run(wt, ws, th, sh, weights)
     close(ref_per, direct, tol=1e-6)
-    for chunk in chunks:  # 3 and 4 leave a ragged last chunk (L = 10)
-        (loss, per), grads = vg(div, chunk, wt, ws, th, sh, weights)
+    for chunk, ((loss, per), grads) in zip(chunks, chunked):
+        # L = 10: chunks of 3 and 4 leave a ragged (padded) last chunk, 5 divides it.
         assert per.shape == (B, L)
         close(per, ref_per, tol=1e-6)
         close(loss, ref_loss, tol=1e-6)
@@ -237,23 +259,39 @@ def test_chunked_pytree_output_with_topk_mass():
 
 def test_chunked_with_model_unembed():
     """With the real model: final hidden states + unembed, student with one extra vocab row."""
-    t_cfg, t_params = tiny_model(seed=0)
-    s_cfg, s_params = tiny_model(seed=1, vocab_size=98, mask_token_id=97)
-    tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 9), 2, 96)
-    t_hidden = forward(t_cfg, t_params, tokens, return_hidden=True)
-    s_hidden = forward(s_cfg, s_params, tokens, mode="block", return_hidden=True)
-    per = chunked_divergence(forward_kl, functools.partial(unembed, t_cfg, t_params),
-                             functools.partial(unembed, s_cfg, s_params), t_hidden, s_hidden, 4)
-    t_logits = forward(t_cfg, t_params, tokens)
-    s_logits = forward(s_cfg, s_params, tokens, mode="block")
-    close(per, forward_kl(*match_vocab(t_logits, s_logits)), tol=1e-5)
+    t_cfg = tiny_config(num_layers=1)
+    # Random weights of the right shapes without running (and compiling) the Flax init.
+    shapes = jax.eval_shape(functools.partial(init_params, t_cfg), jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)  # host RNG: no per-shape compiles
+    t_params = jax.tree_util.tree_map(
+        lambda x: (0.3 * rng.standard_normal(x.shape)).astype(x.dtype), shapes)
+    # Student: the teacher's weights, scaled so the two differ, plus one extra vocabulary row
+    # (embedding and lm_head) as when a mask token is appended; built by padding, not a 2nd init.
+    s_cfg = dataclasses.replace(t_cfg, vocab_size=t_cfg.vocab_size + 1,
+                                mask_token_id=t_cfg.vocab_size)
+    s_params = jax.tree_util.tree_map(
+        lambda x: np.pad(1.05 * x, [(0, int(n == t_cfg.vocab_size)) for n in x.shape],
+                         constant_values=0.05), t_params)
+    tokens = jnp.asarray(rng.integers(2, 96, (2, 9)), jnp.int32)
+
+    @jax.jit  # one compile instead of op-by-op Flax dispatch
+    def both(t_params, s_params, tokens):
+        t_hidden = forward(t_cfg, t_params, tokens, return_hidden=True)
+        s_hidden = forward(s_cfg, s_params, tokens, mode="block", return_hidden=True)
+        per = chunked_divergence(forward_kl, functools.partial(unembed, t_cfg, t_params),
+                                 functools.partial(unembed, s_cfg, s_params), t_hidden, s_hidden, 4)
+        t_logits, s_logits = unembed(t_cfg, t_params, t_hidden), unembed(s_cfg, s_params, s_hidden)
+        assert s_logits.shape[-1] == t_logits.shape[-1] + 1
+        return per, forward_kl(*match_vocab(t_logits, s_logits))
+
+    per, direct = both(t_params, s_params, tokens)
+    close(per, direct, tol=1e-5)
 
 
 def test_chunked_memory_bound():
     """Compiled temp memory of the chunked loss is bounded by the chunk, not by L."""
     batch, length, vocab, d, chunk = 2, 1024, 1024, 16, 32
-    wt = jax.random.normal(jax.random.PRNGKey(0), (d, vocab))
-    ws = jax.random.normal(jax.random.PRNGKey(1), (d, vocab + 1))
+    wt, ws = randn(0, d, vocab), randn(1, d, vocab + 1)
     th = jnp.zeros((batch, length, d))
     sh = jnp.zeros((batch, length, d))
     chunk_logits = batch * chunk * vocab * 4  # one model's float32 logits for one chunk

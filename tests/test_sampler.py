@@ -186,3 +186,16 @@ def test_mask_token_is_never_generated(sharp):
 def test_bad_sampler_settings_are_rejected(bad, match):
     with pytest.raises(ValueError, match=match):
         SamplerConfig(**bad)
+
+
+def test_per_sequence_budgets_stop_each_sequence(sharp):
+    config, params = sharp
+    tokens, valid = left_pad(PROMPTS, 12, PAD)
+    free = decode(sharp, SamplerConfig(), stop_ids=())
+    out = block_diffusion_decode(config, params, jnp.asarray(tokens), jnp.asarray(valid), jax.random.PRNGKey(0),
+                                 sampler=SamplerConfig(), max_new_tokens=16, stop_ids=(), mask_id=MASK,
+                                 pad_id=PAD, max_lengths=jnp.asarray([4, 16, 8]))
+    assert np.asarray(out.lengths).tolist() == [4, 16, 8]
+    steps, toks = np.asarray(out.step_map), np.asarray(out.tokens)
+    assert (steps[0, 4:] == -1).all() and (steps[2, 8:] == -1).all() and (steps[1] >= 0).all()
+    np.testing.assert_array_equal(toks[2, :8], np.asarray(free.tokens)[2, :8])

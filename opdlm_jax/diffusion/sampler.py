@@ -64,11 +64,14 @@ def _align(block_logits, prev_logits, alignment):
 def block_diffusion_decode(config: ModelConfig, params: dict, prompt_tokens: jnp.ndarray,
                            prompt_valid: jnp.ndarray, key: jax.Array, *, sampler: SamplerConfig,
                            max_new_tokens: int, stop_ids: tuple[int, ...], mask_id: int,
-                           pad_id: int, on_block=None) -> DiffusionOutput:
+                           pad_id: int, on_block=None,
+                           max_lengths: jnp.ndarray | None = None) -> DiffusionOutput:
     """Decode a batch of left-padded prompts [B, P] (P % block_size == 0) for max_new_tokens.
 
     on_block: optional host callback `(block_index, block_tokens [B, b], was_active [B])`, called
     in order as each block finishes (streaming output).
+    max_lengths: optional per-sequence budgets [B] (multiples of the block size, <= max_new_tokens),
+    e.g. per-domain caps; a sequence stops after its budget like after a stop token.
     """
     b, rounds_per_block = sampler.block_size, sampler.steps_per_block
     batch, width = prompt_tokens.shape
@@ -76,6 +79,7 @@ def block_diffusion_decode(config: ModelConfig, params: dict, prompt_tokens: jnp
         raise ValueError(f"prompt width {width} and max_new_tokens {max_new_tokens} must be multiples "
                          f"of block_size {b}")
     num_blocks, total = max_new_tokens // b, width + max_new_tokens + b
+    budgets = jnp.full((batch,), max_new_tokens, jnp.int32) if max_lengths is None else max_lengths
     columns = jnp.arange(total)
     prompt_len = prompt_valid.sum(-1).astype(jnp.int32)
     positions = jnp.where(columns[None] < width, jnp.maximum(jnp.cumsum(
@@ -168,6 +172,7 @@ def block_diffusion_decode(config: ModelConfig, params: dict, prompt_tokens: jnp
             tokens = jax.lax.dynamic_update_slice_in_dim(carry.tokens, block, start, axis=1)
             step_map = jax.lax.dynamic_update_slice_in_dim(carry.step_map, step_block, start - width, axis=1)
             finished = carry.finished | (active & is_stop(block, stop_ids).any(-1))
+            finished = finished | ((block_index + 1) * b >= budgets)
             if on_block is not None:
                 jax.debug.callback(on_block, block_index, block, active, ordered=True)
             # The next block starts as masks for the sequences still running (the buffer has one
@@ -207,5 +212,6 @@ def block_diffusion_decode(config: ModelConfig, params: dict, prompt_tokens: jnp
                   jnp.zeros((batch,), jnp.int32), key)
     final, seen = jax.lax.scan(run_block, init, jnp.arange(num_blocks))
     response = final.tokens[:, width:width + max_new_tokens]
-    return DiffusionOutput(response, final.step_map, response_lengths(response, stop_ids), final.nfe,
+    lengths = jnp.minimum(response_lengths(response, stop_ids), budgets)
+    return DiffusionOutput(response, final.step_map, lengths, final.nfe,
                            final.rounds, seen)

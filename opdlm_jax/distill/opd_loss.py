@@ -80,6 +80,10 @@ def opd_loss(student_config: ModelConfig, student_params: dict, teacher_config: 
     return sums.value, aux
 
 
+_jitted_opd_loss = jax.jit(opd_loss, static_argnames=("student_config", "teacher_config", "mask_id",
+                                                     "stop_ids", "loss"))
+
+
 def rollout_batch_from_lists(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
                              step_maps: Sequence[Sequence[int]], *, block_size: int, pad_id: int,
                              stop_ids: Sequence[int], response_width: int | None = None) -> RolloutBatch:
@@ -136,7 +140,7 @@ def opd_loss_from_rollouts(student_config: ModelConfig, student_params: dict, te
         for i, r in enumerate(chosen_rounds):
             rounds[i, :len(r)] = r
         masked = masked_from_rounds(batch.step_map, jnp.asarray(rounds), loss.block_size)
-    value, aux = opd_loss(student_config, student_params, teacher_config, teacher_params, batch, masked,
-                          mask_id=mask_id, stop_ids=tuple(stop_ids), loss=loss)
+    value, aux = _jitted_opd_loss(student_config, student_params, teacher_config, teacher_params, batch,
+                                  masked, mask_id=mask_id, stop_ids=tuple(stop_ids), loss=loss)
     aux["masked"] = masked
     return value, aux

@@ -1,0 +1,1 @@
+"""Evaluation: distillation metrics (held-out KL, teacher NLL) and decoding quality."""

@@ -1,0 +1,96 @@
+"""Orbax checkpoints of a training run: atomic, asynchronous, keep-N, exact resume.
+
+A checkpoint holds four items: `params` and `opt_state` (sharded arrays, restorable onto any
+mesh by passing abstract arrays with the target shardings), `data` (the prompt iterator's state)
+and `meta` (step, seed, curriculum position, the model's source and config). Params live in their
+own item so that decoding and export restore them without the optimizer state.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a crash or
+SIGKILL mid-save leaves the previous checkpoints untouched. A latest checkpoint that is
+nevertheless unreadable (truncated or corrupted files) is skipped with a warning and the one
+before it is used.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from opdlm_jax.train.opd_step import TrainState
+
+log = logging.getLogger(__name__)
+
+
+class RunCheckpointer:
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3, async_save: bool = True):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                               enable_async_checkpointing=async_save)
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=("params", "opt_state", "data", "meta"))
+
+    def save(self, state: TrainState, data_state: dict, meta: dict, *, force: bool = False) -> None:
+        step = int(state.step)
+        self.manager.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params), opt_state=ocp.args.StandardSave(state.opt_state),
+            data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(dict(meta, step=step))), force=force)
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def restore(self, abstract_state: TrainState, step: int | None = None):
+        """-> (state, data_state, meta) of `step` (default: the latest readable one), or None."""
+        candidates = [step] if step is not None else list(reversed(self.steps()))
+        for i, s in enumerate(candidates):
+            try:
+                restored = self.manager.restore(s, args=ocp.args.Composite(
+                    params=ocp.args.StandardRestore(abstract_state.params),
+                    opt_state=ocp.args.StandardRestore(abstract_state.opt_state),
+                    data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back
+                if step is not None:
+                    raise RuntimeError(f"checkpoint step {s} in {self.directory} is unreadable: {e}") from e
+                log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying the previous one",
+                            s, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
+                continue
+            meta = restored["meta"]
+            state = TrainState(jax.numpy.asarray(meta["step"], jax.numpy.int32), restored["params"],
+                               restored["opt_state"])
+            return state, restored["data"], meta
+        return None
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def restore_params(directory: str | os.PathLike, abstract_params: Any, step: int | None = None) -> tuple[Any, dict]:
+    """Params only (no optimizer state) onto the shardings of `abstract_params` -> (params, meta)."""
+    manager = ocp.CheckpointManager(Path(directory).absolute(), item_names=("params", "meta"),
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    steps = sorted(manager.all_steps())
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {directory}")
+    if step is not None and step not in steps:
+        raise FileNotFoundError(f"no checkpoint for step {step} in {directory}; steps: {steps}")
+    for s in ([step] if step is not None else reversed(steps)):
+        try:
+            restored = manager.restore(s, args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
+            return restored["params"], restored["meta"]
+        except Exception as e:  # noqa: BLE001
+            if step is not None:
+                raise
+            log.warning("checkpoint step %d in %s is unreadable (%s); trying the previous one", s, directory, e)
+    raise RuntimeError(f"no readable checkpoint in {directory}")
