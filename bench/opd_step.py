@@ -1,44 +1,48 @@
 """Benchmark of the fused OPD step on SmolLM2-135M: stage split, tokens/s, MFU, memory.
 
-    .venv/bin/python -m bench.opd_step [--reps 5] [--dtypes float32,bfloat16] [--ks 1,4]
-                                       [--write BENCHMARKS.md] [--json out.json]
+    .venv/bin/python -m bench.opd_step                      # the full protocol (all parts below)
+    .venv/bin/python -m bench.opd_step --configs bfloat16:1,bfloat16:4,float32:1 --parts update
 
 Workload: 8 chat-templated short questions per step, left-padded to a prompt width of 64,
 64-token responses, block 4, dynamic 0.9 rollout at temperature 1.0, forward KL, per-block state
-selection. The student and the (frozen) teacher are both SmolLM2-135M-Instruct (the student's
-vocabulary has the extra mask row); parameters are float32, the compute dtype is the config's
-`dtype` (float32, or bfloat16 with float32 master parameters).
+selection. Student and frozen teacher are both SmolLM2-135M-Instruct (with the mask row);
+parameters and AdamW moments are float32, the compute dtype is the config's `dtype` (float32, or
+bfloat16 with float32 master parameters). A configuration is `dtype:K` (K optimizer updates per
+rollout batch, minibatch 8 / K).
 
 Measured, following docs/BENCHMARKING.md (shared):
-- each stage jitted on its own with the shapes it has inside the fused step (rollout, state
-  selection, teacher, update with K optimizer updates), and the fused `make_opd_step`; compile
-  (lower + compile) is timed and reported separately, then one untimed warm-up call;
-- every timed run in ONE round-robin loop (per repetition: matmul ceilings, then for each dtype
-  the stages and, per K, update and fused step), so that all compared things alternate; median,
-  min and max over the repetitions, and ratios of each repetition's pair, then their median;
-- every timed call of the update and the fused step starts from a fresh copy of the same train
-  state (the step donates it), with the same key, so every repetition does identical work
-  (the rollout's length depends on the sampled tokens);
+- parts: `stages` = rollout, state selection and teacher, each jitted on its own with the shapes
+  it has inside the fused step (per dtype); `update` = `update_stage` with those states (per
+  configuration); `fused` = `make_opd_step` (per configuration). Compile (lower + compile) is
+  timed and reported separately; `--warmup` adds one untimed call after it.
+- all timed calls run in ONE round-robin loop (per repetition: both matmul ceilings, then per
+  dtype the stages, then per configuration update and fused step), so compared things alternate;
+  median (min-max) over repetitions; ratios per repetition pair, then their median.
+- every update / fused call starts from a fresh copy of the same train state (the step donates
+  it) with the same key, so every repetition does identical work (the rollout's cost depends on
+  the sampled tokens).
 - model FLOPs of the update: 3 x (2 N_params + 4 x layers x d_model x T) per token, T = P + 2L,
-  tokens = T x batch; MFU against the matmul ceiling of the same repetition loop;
-- peak memory: the process peak RSS (getrusage, maximum over the whole run), the RSS high-water
-  mark during each call (/proc/self/status VmHWM after resetting it via /proc/self/clear_refs),
-  and `compiled.memory_analysis()` of every compiled function.
+  tokens = T x batch; MFU against the matmul ceiling (2 n^3 / time) of the same loop. Also
+  reported: process CPU seconds per call (getrusage), the cores the call obtained (CPU s / wall
+  s; the machine is shared) and a CPU-time MFU (model FLOP per CPU-second over ceiling FLOP per
+  CPU-second), which is less sensitive to time-slicing by other processes.
+- peak memory: the process peak RSS (getrusage, over the whole run), the RSS high-water mark
+  during each call (/proc/self/status VmHWM after a reset via /proc/self/clear_refs), and
+  `compiled.memory_analysis()` of every compiled function.
 
-The timing helpers live here (small, self-contained); `bench/common.py` was not available when
-this file was written.
+Shared helpers come from `bench/common.py`; the interleaved ceiling and the memory/CPU-time
+probes are local, because the common `matmul_ceiling` times its own block of calls.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
 QUESTIONS = (
     "What is the capital of France?",
@@ -51,82 +55,64 @@ QUESTIONS = (
     "What does a thermometer measure?",
 )
 PROMPT_WIDTH, RESPONSE_LENGTH, BLOCK = 64, 64, 4
-SECTION = "## OPD step"
+TITLE = "OPD step"
+ALL_CONFIGS = "float32:1,float32:4,bfloat16:1,bfloat16:4"
 
 
-# ----------------------------------------------------------------------------- small helpers
-
-def median_min_max(xs):
-    return statistics.median(xs), min(xs), max(xs)
-
-
-def fmt_t(xs, scale=1.0, digits=2):
-    med, lo, hi = median_min_max([x * scale for x in xs])
-    return f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
-
-
-class Memory:
-    """Process peak RSS (getrusage) and per-call RSS high-water marks (VmHWM after a reset)."""
+class Probe:
+    """Per-call wall time, process CPU time and RSS high-water mark; running process peak RSS."""
 
     def __init__(self):
         self.process_peak_kb = 0
         self.can_reset = True
 
-    def _maxrss(self):
-        self.process_peak_kb = max(self.process_peak_kb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    def _usage(self):
+        u = resource.getrusage(resource.RUSAGE_SELF)
+        self.process_peak_kb = max(self.process_peak_kb, u.ru_maxrss)
+        return u.ru_utime + u.ru_stime
 
-    def reset(self):
-        self._maxrss()  # the reset lowers the kernel's high-water mark: keep the running maximum
+    def start(self):
+        cpu = self._usage()  # the reset below lowers the kernel's mark: keep the running maximum
         if self.can_reset:
             try:
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")
             except OSError:
                 self.can_reset = False
+        return cpu, time.perf_counter()
 
-    def hwm_kb(self) -> int | None:
-        self._maxrss()
-        if not self.can_reset:
-            return None
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        return None
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    def stop(self, started):
+        wall = time.perf_counter() - started[1]
+        cpu = self._usage() - started[0]
+        hwm = None
+        if self.can_reset:
+            with open("/proc/self/status") as f:
+                hwm = next((int(l.split()[1]) for l in f if l.startswith("VmHWM:")), None)
+        return wall, cpu, hwm
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions (>= 5 for a result)")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
-    parser.add_argument("--ks", default="1,4", help="updates per rollout batch (minibatch = 8 / K)")
+    parser.add_argument("--configs", default=ALL_CONFIGS, help="comma-separated dtype:K")
+    parser.add_argument("--parts", default="stages,update,fused")
+    parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                        help="one untimed call of update / fused after compiling")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--chunk-size", type=int, default=64, help="LossConfig.chunk_size")
+    parser.add_argument("--remat", default="none", help="ModelConfig.remat_policy of the student")
     parser.add_argument("--ceiling-n", type=int, default=2048)
     parser.add_argument("--ceiling-calls", type=int, default=3, help="ceiling matmuls per repetition")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write", help="replace the '## OPD step' section of this markdown file")
-    parser.add_argument("--json", help="write the raw measurements here")
+    parser.add_argument("--json", help="raw measurements (rewritten after every repetition)")
     args = parser.parse_args(argv)
-    command = "XLA_FLAGS=" + repr(os.environ["XLA_FLAGS"]) + " " if os.environ.get("XLA_FLAGS") else ""
-    command += ".venv/bin/python -m bench.opd_step " + " ".join(sys.argv[1:] if argv is None else argv)
 
     import jax
     import jax.numpy as jnp
-    import jaxlib
     import numpy as np
 
+    from bench.common import environment, markdown_table, pair_ratios, replace_section, summarize
     from opdlm_jax.diffusion import SamplerConfig
     from opdlm_jax.distill.opd_loss import LossConfig
     from opdlm_jax.generation.batching import left_pad
@@ -136,33 +122,43 @@ def main(argv=None) -> None:
                                           select_states_stage, teacher_stage, update_stage)
     from opdlm_jax.train.optimizer import OptimizerConfig, make_optimizer
 
-    dtypes = [d for d in args.dtypes.split(",") if d]
-    ks = [int(k) for k in args.ks.split(",") if k]
+    configs = [(c.split(":")[0], int(c.split(":")[1])) for c in args.configs.split(",") if c]
+    dtypes = list(dict.fromkeys(dt for dt, _ in configs))
+    parts = set(args.parts.split(","))
+    env = environment()
     t_start = time.perf_counter()
-    mem = Memory()
+    probe = Probe()
+    rec: dict = {"env": env, "args": vars(args), "compile_s": {}, "first_call": {}, "memory_analysis": {},
+                 "xla_flops": {}, "wall": {}, "cpu": {}, "hwm_kb": {}, "rollout": {}, "fused_metrics": {},
+                 "ceiling_wall": {"float32": [], "bfloat16": []}, "ceiling_cpu": {"float32": [], "bfloat16": []}}
+
+    def log(msg):
+        print(f"[{time.perf_counter() - t_start:.0f}s, load {os.getloadavg()[0]:.1f}] {msg}", flush=True)
+
+    def dump():
+        if args.json:
+            Path(args.json).write_text(json.dumps(rec, indent=1, default=str))
 
     t0 = time.perf_counter()
     model = load_model("smollm2-135m")
     params = jax.device_put(model.params)  # float32 master parameters, on the device once
-    load_s = time.perf_counter() - t0
-    base = model.config
+    rec["load_s"] = time.perf_counter() - t0
+    base = model.config.replace(remat_policy=args.remat)
     tok = model.tokenizer
     ids = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                    tokenize=True, return_dict=False) for q in QUESTIONS]
     ids = [ids[i % len(ids)] for i in range(args.batch)]
-    prompt_lengths = [len(p) for p in ids]
+    rec["prompt_lengths"] = [len(p) for p in ids]
     tokens_np, valid_np = left_pad(ids, PROMPT_WIDTH, 0)
     prompts, prompt_valid = jnp.asarray(tokens_np), jnp.asarray(valid_np)
     key = jax.random.PRNGKey(args.seed)
     k_rollout, k_states, k_order = jax.random.split(key, 3)  # as inside opd_step
     optimizer = make_optimizer(OptimizerConfig())
-    state0 = init_train_state(jax.tree.map(jnp.copy, params), optimizer)  # never donated itself
-    teacher_params = params
-    jax.block_until_ready(state0)
+    state0 = jax.block_until_ready(init_train_state(jax.tree.map(jnp.copy, params), optimizer))
+    teacher_params = params  # never donated; state0 is only ever copied
 
     def fresh_state():
-        s = jax.tree.map(jnp.copy, state0)
-        return jax.block_until_ready(s)
+        return jax.block_until_ready(jax.tree.map(jnp.copy, state0))
 
     def step_config(k: int) -> StepConfig:
         return StepConfig(
@@ -172,306 +168,280 @@ def main(argv=None) -> None:
             max_new_tokens=RESPONSE_LENGTH, minibatch_size=args.batch // k, mask_id=model.mask_token_id,
             pad_id=0, stop_ids=tuple(model.stop_token_ids))
 
-    def compile_timed(jitted, *a):
+    def compile_timed(name, jitted, *a):
         t = time.perf_counter()
         compiled = jitted.lower(*a).compile()
-        return compiled, time.perf_counter() - t
-
-    def mem_analysis(compiled) -> dict:
+        rec["compile_s"][name] = time.perf_counter() - t
         m = compiled.memory_analysis()
-        if m is None:
-            return {}
-        return {k: int(getattr(m, k + "_size_in_bytes", 0) or 0)
-                for k in ("argument", "output", "temp", "alias", "generated_code")}
-
-    def xla_flops(compiled) -> float | None:
+        rec["memory_analysis"][name] = {} if m is None else {
+            k: int(getattr(m, k + "_size_in_bytes", 0) or 0) for k in ("argument", "output", "temp", "alias")}
         try:
             ca = compiled.cost_analysis()
-            if isinstance(ca, (list, tuple)):
-                ca = ca[0]
-            return float(ca.get("flops")) if ca and "flops" in ca else None
+            ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+            rec["xla_flops"][name] = float(ca["flops"])
         except Exception:  # noqa: BLE001 - optional diagnostics
-            return None
+            rec["xla_flops"][name] = None
+        return compiled
 
-    # ------------------------------------------------------------------ matmul ceilings
+    def call(name, fn, *a, timed=True):
+        started = probe.start()
+        out = jax.block_until_ready(fn(*a))
+        wall, cpu, hwm = probe.stop(started)
+        if timed:
+            for k, v in (("wall", wall), ("cpu", cpu), ("hwm_kb", hwm)):
+                rec[k].setdefault(name, []).append(v)
+        else:
+            rec["first_call"][name] = {"wall": wall, "cpu": cpu, "hwm_kb": hwm}
+        return out
+
+    # ---------------------------------------------------------------- matmul ceilings
     n = args.ceiling_n
     ka, kb = jax.random.split(jax.random.PRNGKey(123))
-    a32 = jax.random.normal(ka, (n, n), jnp.float32)
-    b32 = jax.random.normal(kb, (n, n), jnp.float32)
-    a16, b16 = a32.astype(jnp.bfloat16), b32.astype(jnp.bfloat16)
-    mm32 = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-    mm16 = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-    ceil_fns = {"float32": (mm32.lower(a32, b32).compile(), (a32, b32)),
-                "bfloat16": (mm16.lower(a16, b16).compile(), (a16, b16))}
-    for fn, ab in ceil_fns.values():
-        jax.block_until_ready(fn(*ab))
+    mm = jax.jit(lambda a, b: jax.lax.dot(a, b, preferred_element_type=jnp.float32))
+    ceil_fns = {}
+    for dt, jdt in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
+        a = jax.random.normal(ka, (n, n), jnp.float32).astype(jdt)
+        b = jax.random.normal(kb, (n, n), jnp.float32).astype(jdt)
+        fn = mm.lower(a, b).compile()
+        jax.block_until_ready(fn(a, b))
+        ceil_fns[dt] = (fn, (a, b))
 
-    # ------------------------------------------------------------------ compile everything
-    records: dict = {"compile_s": {}, "first_call_s": {}, "memory_analysis": {}, "xla_flops": {},
-                     "times": {}, "hwm_kb": {}, "rollout": {}, "ceiling_s": {"float32": [], "bfloat16": []}}
-    compiled: dict = {}
-    inputs: dict = {}
-
-    def first_call(name, fn, *a):
-        mem.reset()
-        t = time.perf_counter()
-        out = jax.block_until_ready(fn(*a))
-        records["first_call_s"][name] = time.perf_counter() - t
-        records["hwm_kb"].setdefault(name, []).append(mem.hwm_kb())
-        return out
-
+    # ---------------------------------------------------------------- compile, first calls, inputs
+    compiled, inputs = {}, {}
+    rollout_dtype = dtypes[0]
+    batch = None
     for dt in dtypes:
-        scfg = base.replace(dtype=dt)  # float32 parameters, `dt` compute
-        tcfg = scfg
-        cfg1 = step_config(ks[0])
-        rollout_j = jax.jit(lambda p, x, v, k, c=scfg, s=cfg1: rollout_stage(c, p, x, v, k, s))
-        select_j = jax.jit(lambda b, k, s=cfg1: select_states_stage(b, k, s))
-        teacher_j = jax.jit(lambda p, b, c=tcfg: teacher_stage(c, p, b))
-        name = f"rollout/{dt}"
-        compiled[name], records["compile_s"][name] = compile_timed(rollout_j, state0.params, prompts,
-                                                                   prompt_valid, k_rollout)
-        batch, stats = first_call(name, compiled[name], state0.params, prompts, prompt_valid, k_rollout)
-        records["rollout"][dt] = {k: float(v) for k, v in stats.items()}
-        records["rollout"][dt]["lengths"] = np.asarray(batch.lengths).tolist()
-        name = f"select/{dt}"
-        compiled[name], records["compile_s"][name] = compile_timed(select_j, batch, k_states)
-        masked = first_call(name, compiled[name], batch, k_states)
+        mcfg = base.replace(dtype=dt)  # float32 parameters, `dt` compute; teacher alike
+        cfg = step_config(configs[0][1])
+        if "stages" in parts or batch is None:
+            name = f"rollout/{dt}"
+            compiled[name] = compile_timed(name, jax.jit(
+                lambda p, x, v, k, c=mcfg, s=cfg: rollout_stage(c, p, x, v, k, s)),
+                state0.params, prompts, prompt_valid, k_rollout)
+            batch, stats = call(name, compiled[name], state0.params, prompts, prompt_valid, k_rollout, timed=False)
+            rec["rollout"][dt] = dict({k: float(v) for k, v in stats.items()},
+                                      lengths=np.asarray(batch.lengths).tolist())
+            name = f"select/{dt}"
+            compiled[name] = compile_timed(name, jax.jit(lambda b, k, s=cfg: select_states_stage(b, k, s)),
+                                           batch, k_states)
+            masked = call(name, compiled[name], batch, k_states, timed=False)
+            rollout_dtype = dt
         name = f"teacher/{dt}"
-        compiled[name], records["compile_s"][name] = compile_timed(teacher_j, teacher_params, batch)
-        t_hidden = first_call(name, compiled[name], teacher_params, batch)
+        compiled[name] = compile_timed(name, jax.jit(lambda p, b, c=mcfg: teacher_stage(c, p, b)),
+                                       teacher_params, batch)
+        t_hidden = call(name, compiled[name], teacher_params, batch, timed=False)
         inputs[dt] = (batch, masked, t_hidden)
-        for name in (f"rollout/{dt}", f"select/{dt}", f"teacher/{dt}"):
-            records["memory_analysis"][name] = mem_analysis(compiled[name])
-        for k in ks:
+        for cdt, k in configs:
+            if cdt != dt:
+                continue
             cfg = step_config(k)
-            update_j = jax.jit(
-                lambda st, tp, b, m, th, kk, c=scfg, s=cfg: update_stage(st, c, c, tp, b, m, th, kk, s, optimizer),
-                donate_argnums=0)
-            name = f"update/{dt}/K{k}"
-            compiled[name], records["compile_s"][name] = compile_timed(
-                update_j, state0, teacher_params, batch, masked, t_hidden, k_order)
-            records["memory_analysis"][name] = mem_analysis(compiled[name])
-            records["xla_flops"][name] = xla_flops(compiled[name])
-            first_call(name, compiled[name], fresh_state(), teacher_params, batch, masked, t_hidden, k_order)
-            name = f"fused/{dt}/K{k}"
-            fused_j = make_opd_step(scfg, tcfg, cfg, optimizer)
-            compiled[name], records["compile_s"][name] = compile_timed(fused_j, state0, teacher_params, prompts,
-                                                                       prompt_valid, key)
-            records["memory_analysis"][name] = mem_analysis(compiled[name])
-            _, fused_metrics = first_call(name, compiled[name], fresh_state(), teacher_params, prompts,
-                                          prompt_valid, key)
-            records["rollout"][f"fused/{dt}/K{k}"] = {k2: float(v) for k2, v in fused_metrics.items()}
-        print(f"[{time.perf_counter() - t_start:.0f}s] compiled {dt}: "
-              + ", ".join(f"{k} {v:.1f}s" for k, v in records["compile_s"].items() if f"/{dt}" in k),
-              flush=True)
+            if "update" in parts:
+                name = f"update/{dt}/K{k}"
+                compiled[name] = compile_timed(name, jax.jit(
+                    lambda st, tp, b, m, th, kk, c=mcfg, s=cfg: update_stage(st, c, c, tp, b, m, th, kk, s,
+                                                                             optimizer),
+                    donate_argnums=0), state0, teacher_params, batch, masked, t_hidden, k_order)
+                if args.warmup:
+                    call(name, compiled[name], fresh_state(), teacher_params, batch, masked, t_hidden, k_order,
+                         timed=False)
+            if "fused" in parts:
+                name = f"fused/{dt}/K{k}"
+                compiled[name] = compile_timed(name, make_opd_step(mcfg, mcfg, cfg, optimizer),
+                                               state0, teacher_params, prompts, prompt_valid, key)
+                if args.warmup:
+                    _, m = call(name, compiled[name], fresh_state(), teacher_params, prompts, prompt_valid, key,
+                                timed=False)
+                    rec["fused_metrics"][name] = {k2: float(v) for k2, v in m.items()}
+        log(f"compiled {dt}: " + ", ".join(f"{k} {v:.1f}s" for k, v in rec["compile_s"].items() if f"/{dt}" in k))
+        dump()
 
-    # ------------------------------------------------------------------ the timed round-robin loop
-    def timed(name, fn, *a):
-        mem.reset()
-        t = time.perf_counter()
-        out = jax.block_until_ready(fn(*a))
-        records["times"].setdefault(name, []).append(time.perf_counter() - t)
-        records["hwm_kb"].setdefault(name, []).append(mem.hwm_kb())
-        return out
-
+    # ---------------------------------------------------------------- the timed round-robin loop
     for rep in range(args.reps):
         for dt, (fn, ab) in ceil_fns.items():
             for _ in range(args.ceiling_calls):
-                t = time.perf_counter()
+                started = (probe._usage(), time.perf_counter())
                 jax.block_until_ready(fn(*ab))
-                records["ceiling_s"][dt].append(time.perf_counter() - t)
+                wall, cpu = time.perf_counter() - started[1], probe._usage() - started[0]
+                rec["ceiling_wall"][dt].append(wall)
+                rec["ceiling_cpu"][dt].append(cpu)
         for dt in dtypes:
             batch, masked, t_hidden = inputs[dt]
-            timed(f"rollout/{dt}", compiled[f"rollout/{dt}"], state0.params, prompts, prompt_valid, k_rollout)
-            timed(f"select/{dt}", compiled[f"select/{dt}"], batch, k_states)
-            timed(f"teacher/{dt}", compiled[f"teacher/{dt}"], teacher_params, batch)
-            for k in ks:
-                timed(f"update/{dt}/K{k}", compiled[f"update/{dt}/K{k}"], fresh_state(), teacher_params,
-                      batch, masked, t_hidden, k_order)
-                timed(f"fused/{dt}/K{k}", compiled[f"fused/{dt}/K{k}"], fresh_state(), teacher_params,
-                      prompts, prompt_valid, key)
-        print(f"[{time.perf_counter() - t_start:.0f}s] repetition {rep + 1}/{args.reps} done", flush=True)
+            if "stages" in parts:
+                call(f"rollout/{dt}", compiled[f"rollout/{dt}"], state0.params, prompts, prompt_valid, k_rollout)
+                call(f"select/{dt}", compiled[f"select/{dt}"], batch, k_states)
+                call(f"teacher/{dt}", compiled[f"teacher/{dt}"], teacher_params, batch)
+            for cdt, k in configs:
+                if cdt != dt:
+                    continue
+                if "update" in parts:
+                    call(f"update/{dt}/K{k}", compiled[f"update/{dt}/K{k}"], fresh_state(), teacher_params,
+                         batch, masked, t_hidden, k_order)
+                if "fused" in parts:
+                    call(f"fused/{dt}/K{k}", compiled[f"fused/{dt}/K{k}"], fresh_state(), teacher_params,
+                         prompts, prompt_valid, key)
+        log(f"repetition {rep + 1}/{args.reps}: " + ", ".join(
+            f"{k} {v[-1]:.1f}s" for k, v in rec["wall"].items()))
+        dump()
+    probe._usage()
+    rec["process_peak_rss_mib"] = probe.process_peak_kb / 1024
+    rec["total_s"] = time.perf_counter() - t_start
+    rec["load_average_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    dump()
 
-    mem._maxrss()
-    records["process_peak_rss_mb"] = mem.process_peak_kb / 1024
-    records["load_s"] = load_s
-    records["total_s"] = time.perf_counter() - t_start
+    section = report(rec, args, base, configs, dtypes, parts, rollout_dtype, summarize, pair_ratios,
+                     markdown_table)
+    print(f"## {TITLE}\n\n{section}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rec, indent=1, default=str))
+    if args.write:
+        replace_section(Path(args.write), TITLE, section)  # re-reads the file just before writing
 
-    # ------------------------------------------------------------------ derived figures
+
+def report(rec, args, base, configs, dtypes, parts, rollout_dtype, summarize, pair_ratios, markdown_table) -> str:
+    n = args.ceiling_n
+    reps = args.reps
     T = PROMPT_WIDTH + 2 * RESPONSE_LENGTH
     update_tokens = T * args.batch
     fwd_per_token = 2 * base.num_params() + 4 * base.num_layers * base.hidden_size * T
     train_flops = 3 * fwd_per_token * update_tokens
-    ceil = {dt: 2 * n ** 3 / statistics.median(v) for dt, v in records["ceiling_s"].items()}
-    ceil_rng = {dt: (2 * n ** 3 / max(v), 2 * n ** 3 / min(v)) for dt, v in records["ceiling_s"].items()}
-    times = records["times"]
-    reps = args.reps
+    rec["train_flops"] = train_flops
+    wall, cpu = rec["wall"], rec["cpu"]
+    ceil = {dt: 2 * n ** 3 / statistics.median(v) for dt, v in rec["ceiling_wall"].items()}
+    ceil_cpu = {dt: 2 * n ** 3 / statistics.median(v) for dt, v in rec["ceiling_cpu"].items()}
+    cs = {dt: summarize([2 * n ** 3 / t / 1e9 for t in v]) for dt, v in rec["ceiling_wall"].items()}
+    e = rec["env"]
+    s = lambda name: summarize(wall[name])
+    out = [
+        f"Command: `{e['command']}`  ",
+        f"Date: {e['date']}; run time {rec['total_s']:.0f} s (model load {rec['load_s']:.0f} s); load average "
+        f"at start {e['load_average']}, at end {rec['load_average_end']} (shared machine: other jobs ran "
+        f"throughout; see the cores-obtained column).  ",
+        f"Machine: {e['cpu']}, {e['cores']}; backend {e['backend']}; Python {e['python']}, JAX {e['jax']}, "
+        f"jaxlib {e['jaxlib']}, flax {e['flax']}, torch {e['torch']} (unused); XLA_FLAGS="
+        f"`{e['XLA_FLAGS'] or '(unset)'}`.  ",
+        f"Workload: SmolLM2-135M-Instruct ({base.num_params() / 1e6:.1f}M params, vocabulary {base.vocab_size} "
+        f"with the mask row) as student and frozen teacher; float32 parameters and AdamW moments; compute "
+        f"dtype per row (teacher in the same dtype). {args.batch} chat-templated questions per step (prompt "
+        f"lengths {min(rec['prompt_lengths'])}-{max(rec['prompt_lengths'])} tokens, left-padded to "
+        f"P = {PROMPT_WIDTH}); responses L = {RESPONSE_LENGTH}; block {BLOCK}; rollout `low_confidence_dynamic`, "
+        f"threshold 0.9, at most 4 rounds per block, temperature 1.0, KV cache; forward KL; per-block state "
+        f"selection; LossConfig.chunk_size = {args.chunk_size} (>= L means the vocabulary projection runs in "
+        f"one piece: no chunk loop, no remat); remat_policy `{base.remat_policy}`, scan_layers "
+        f"{base.scan_layers}. Update layout [prompt | x0 | x_t]: T = P + 2L = {T}, {update_tokens} tokens "
+        f"per rollout batch (K updates of {args.batch}/K sequences).  ",
+        f"Protocol: {reps} repetitions of one round-robin loop (ceilings; per dtype "
+        f"{'rollout, select, teacher; ' if 'stages' in parts else ''}per configuration "
+        f"{' and '.join(p for p in ('update', 'fused step') if p.split()[0] in parts)}), every update / fused "
+        f"call from a fresh copy of the same train state with the same key (identical work each repetition); "
+        f"median (min-max). Compile = lower + compile, excluded"
+        f"{'; then one untimed warm-up call' if args.warmup else ''}.",
+        ""]
+    for dt, ro in rec["rollout"].items():
+        out.append(f"Rollout ({dt} compute): {ro['rollout_tokens']:.0f} tokens generated (response lengths "
+                   f"{ro['lengths']}), NFE {ro['rollout_nfe']:.0f}, {ro['rollout_tokens_per_round']:.2f} tokens "
+                   f"per round per sequence.  ")
+    if "stages" not in parts:
+        out.append(f"(The stages were not timed in this run; the update's inputs come from one {rollout_dtype} "
+                   f"rollout and the teacher of each dtype.)  ")
+    out += ["", f"Matmul ceiling in the same loop ({n}x{n}, 2 n^3 / time, {len(rec['ceiling_wall']['float32'])} "
+            f"calls each): float32 {cs['float32'].fmt(digits=1)} GFLOP/s; bfloat16 inputs with float32 "
+            f"accumulation {cs['bfloat16'].fmt(digits=1)} GFLOP/s.", ""]
 
-    def per_rep(name):
-        return times[name]
+    if "stages" in parts and "update" in parts:
+        rows = []
+        for dt, k in configs:
+            r, se, te = (wall[f"{p}/{dt}"] for p in ("rollout", "select", "teacher"))
+            u = wall[f"update/{dt}/K{k}"]
+            sums = [r[i] + se[i] + te[i] + u[i] for i in range(reps)]
+            share = lambda x: f" **{100 * statistics.median([x[i] / sums[i] for i in range(reps)]):.0f}%**"
+            row = [dt, f"{k} ({args.batch // k})"] + [summarize(x).fmt() + share(x) for x in (r, se, te, u)]
+            row.append(summarize(sums).fmt())
+            if "fused" in parts:
+                f = wall[f"fused/{dt}/K{k}"]
+                row += [summarize(f).fmt(), pair_ratios(f, sums)[1].fmt()]
+            rows.append(row)
+        header = ["compute", "K (minibatch)", "rollout", "select", "teacher", "update", "sum of stages"]
+        if "fused" in parts:
+            header += ["fused step", "fused / sum"]
+        out += ["Step time split, seconds, median (min-max); bold: share of the sum of stages (median over "
+                "repetitions):", "", markdown_table(header, rows), ""]
+    elif "fused" in parts:
+        out += ["Fused step, seconds: " + "; ".join(f"{dt} K={k}: {s(f'fused/{dt}/K{k}').fmt()}"
+                                                    for dt, k in configs), ""]
 
+    if "update" in parts:
+        rows = []
+        for dt, k in configs:
+            name = f"update/{dt}/K{k}"
+            u, uc = wall[name], cpu[name]
+            mfu = summarize([train_flops / t / ceil[dt] for t in u])
+            mfu_cpu = summarize([train_flops / c / ceil_cpu[dt] for c in uc])
+            cores = summarize([uc[i] / u[i] for i in range(reps)])
+            xla = rec["xla_flops"].get(name)
+            row = [dt, k]
+            if "stages" in parts:
+                ro = rec["rollout"][dt]["rollout_tokens"]
+                row.append(f"{ro / statistics.median(wall[f'rollout/{dt}']):.1f}")
+                if "fused" in parts:
+                    row.append(f"{ro / statistics.median(wall[f'fused/{dt}/K{k}']):.1f}")
+            row += [f"{update_tokens / statistics.median(u):.0f}", f"{train_flops / statistics.median(u) / 1e9:.1f}",
+                    f"**{mfu.fmt(100, 1, '%')}**", f"{100 * train_flops / statistics.median(u) / max(ceil.values()):.1f}%",
+                    cores.fmt(digits=2), mfu_cpu.fmt(100, 1, "%"),
+                    "-" if xla is None else f"{xla / statistics.median(u) / 1e9:.1f}"]
+            rows.append(row)
+        header = ["compute", "K"]
+        if "stages" in parts:
+            header.append("rollout tok/s (rollout stage)")
+            if "fused" in parts:
+                header.append("rollout tok/s (whole fused step)")
+        header += ["update train tok/s", "update model GFLOP/s", "MFU vs own-dtype ceiling",
+                   "MFU vs best ceiling", "cores obtained", "CPU-time MFU", "XLA-counted GFLOP/s"]
+        out += ["Throughput and utilisation of the student update (forward + backward + AdamW over K minibatches):",
+                "", markdown_table(header, rows), "",
+                f"Model FLOPs per rollout batch: 3 x (2 x {base.num_params() / 1e6:.1f}M + 4 x {base.num_layers} x "
+                f"{base.hidden_size} x {T}) x {update_tokens} tokens = {train_flops / 1e12:.3f} TFLOP. MFU: median "
+                f"(min-max over repetitions, each repetition's update time over the median ceiling). XLA-counted: "
+                f"`compiled.cost_analysis()['flops']` of the update stage / median time (counts what is "
+                f"executed: the vocabulary projection only at the L loss positions, the teacher's projection "
+                f"in the loss).", ""]
+    ratio_lines = []
+    ks_by_dt = {}
+    for dt, k in configs:
+        ks_by_dt.setdefault(dt, []).append(k)
+    for part in ("update", "fused"):
+        if part not in parts:
+            continue
+        for dt, ks in ks_by_dt.items():
+            if len(ks) > 1:
+                ratio_lines.append(f"- {part}, {dt}: K={ks[-1]} / K={ks[0]} time = "
+                                   f"{pair_ratios(wall[f'{part}/{dt}/K{ks[-1]}'], wall[f'{part}/{dt}/K{ks[0]}'])[1].fmt()}")
+        for k in sorted({k for _, k in configs}):
+            if ("float32", k) in configs and ("bfloat16", k) in configs:
+                ratio_lines.append(f"- {part}, K={k}: bfloat16 / float32 time = "
+                                   f"{pair_ratios(wall[f'{part}/bfloat16/K{k}'], wall[f'{part}/float32/K{k}'])[1].fmt()}")
+    if "stages" in parts and len(dtypes) > 1 and "float32" in dtypes and "bfloat16" in dtypes:
+        for p in ("rollout", "teacher"):
+            ratio_lines.append(f"- {p}: bfloat16 / float32 time = "
+                               f"{pair_ratios(wall[f'{p}/bfloat16'], wall[f'{p}/float32'])[1].fmt()}")
+    if ratio_lines:
+        out += ["Paired ratios (per repetition, then the median; min-max):", ""] + ratio_lines + [""]
+    mib = 2 ** -20
     rows = []
-    summary = {}
-    for dt in dtypes:
-        for k in ks:
-            r, s, te = per_rep(f"rollout/{dt}"), per_rep(f"select/{dt}"), per_rep(f"teacher/{dt}")
-            u, f = per_rep(f"update/{dt}/K{k}"), per_rep(f"fused/{dt}/K{k}")
-            sums = [r[i] + s[i] + te[i] + u[i] for i in range(reps)]
-            fused_over_sum = statistics.median([f[i] / sums[i] for i in range(reps)])
-            med_sum = statistics.median(sums)
-            ro_tokens = records["rollout"][dt]["rollout_tokens"]
-            mfu_own = [train_flops / u[i] / ceil[dt] for i in range(reps)]
-            summary[(dt, k)] = dict(
-                rollout=median_min_max(r), select=median_min_max(s), teacher=median_min_max(te),
-                update=median_min_max(u), fused=median_min_max(f), sum=median_min_max(sums),
-                fused_over_sum=fused_over_sum,
-                share={name: statistics.median([x[i] / sums[i] for i in range(reps)])
-                       for name, x in (("rollout", r), ("select", s), ("teacher", te), ("update", u))},
-                rollout_tok_s_stage=ro_tokens / statistics.median(r),
-                rollout_tok_s_step=ro_tokens / statistics.median(f),
-                train_tok_s=update_tokens / statistics.median(u),
-                update_flop_s=train_flops / statistics.median(u),
-                mfu=train_flops / statistics.median(u) / ceil[dt],
-                mfu_best_ceiling=train_flops / statistics.median(u) / max(ceil.values()),
-                mfu_reps=median_min_max(mfu_own),
-                xla_flop_s=(records["xla_flops"][f"update/{dt}/K{k}"] or float("nan")) / statistics.median(u),
-            )
-    k_ratios = {}
-    if len(ks) > 1:
-        for dt in dtypes:
-            for name in ("update", "fused"):
-                a, b = per_rep(f"{name}/{dt}/K{ks[-1]}"), per_rep(f"{name}/{dt}/K{ks[0]}")
-                k_ratios[(dt, name)] = median_min_max([a[i] / b[i] for i in range(reps)])
-    dt_ratios = {}
-    if "float32" in dtypes and "bfloat16" in dtypes:
-        for name in ["rollout", "teacher"] + [f"update/K{k}" for k in ks] + [f"fused/K{k}" for k in ks]:
-            stage, *rest = name.split("/")
-            suffix = ("/" + rest[0]) if rest else ""
-            a, b = per_rep(f"{stage}/bfloat16{suffix}"), per_rep(f"{stage}/float32{suffix}")
-            dt_ratios[name] = median_min_max([a[i] / b[i] for i in range(reps)])
-
-    # ------------------------------------------------------------------ report
-    today = datetime.date.today().isoformat()
-    try:
-        import torch
-        torch_v = torch.__version__
-    except ImportError:
-        torch_v = "not installed"
-    import flax
-    import optax
-    env = (f"{cpu_model()}, {os.cpu_count()} cores ({jax.devices()[0].platform}, "
-           f"{jax.device_count()} device); JAX {jax.__version__}, jaxlib {jaxlib.__version__}, "
-           f"flax {flax.__version__}, optax {optax.__version__}, torch {torch_v} (unused); "
-           f"Python {platform.python_version()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'}")
-    lines = [SECTION, "",
-             f"Command: `{command}`  ",
-             f"Date: {today}; total run time {records['total_s']:.0f} s (model load {load_s:.0f} s).  ",
-             f"Machine: {env}.  ",
-             f"Workload: SmolLM2-135M-Instruct ({base.num_params() / 1e6:.1f}M params, vocabulary "
-             f"{base.vocab_size} with the mask row) as student and frozen teacher; float32 parameters and "
-             f"AdamW moments; compute dtype per row. {args.batch} chat-templated questions per step "
-             f"(prompt lengths {min(prompt_lengths)}-{max(prompt_lengths)} tokens, left-padded to P = "
-             f"{PROMPT_WIDTH}); responses L = {RESPONSE_LENGTH}; block {BLOCK}; rollout "
-             f"`low_confidence_dynamic` threshold 0.9, 4 rounds max per block, temperature 1.0, KV cache; "
-             f"forward KL; per-block state selection; LossConfig.chunk_size = {args.chunk_size} "
-             f"(>= L: the vocabulary projection runs in one piece, no chunk loop, no remat); "
-             f"remat_policy '{base.remat_policy}', scan_layers {base.scan_layers}. Update layout "
-             f"[prompt | x0 | x_t], T = P + 2L = {T}, {update_tokens} tokens per rollout batch "
-             f"(K updates of {args.batch}/K sequences).  ",
-             f"Timing: {reps} repetitions of one round-robin loop (ceilings, then per dtype: rollout, "
-             f"select, teacher, and per K: update, fused step), each call from a fresh copy of the same "
-             f"train state and the same key, so every repetition does identical work; median (min-max). "
-             f"Compile = lower + compile, excluded; one untimed warm-up call after it.",
-             ""]
-    for dt in dtypes:
-        ro = records["rollout"][dt]
-        lines.append(f"Rollout ({dt} compute): {ro['rollout_tokens']:.0f} tokens generated "
-                     f"(response lengths {ro['lengths']}), NFE {ro['rollout_nfe']:.0f}, "
-                     f"{ro['rollout_tokens_per_round']:.2f} tokens per round per sequence.  ")
-    lines += ["",
-              f"Matmul ceiling, measured in the same loop ({n}x{n}, 2 n^3 / time, "
-              f"{len(records['ceiling_s']['float32'])} calls each): "
-              + "; ".join(f"{dt}{' inputs, float32 accumulation' if dt == 'bfloat16' else ''}: "
-                          f"{ceil[dt] / 1e9:.1f} GFLOP/s ({ceil_rng[dt][0] / 1e9:.1f}-{ceil_rng[dt][1] / 1e9:.1f})"
-                          for dt in ceil) + ".",
-              "",
-              "Step time, seconds, median (min-max):",
-              "",
-              "| compute | K (minibatch) | rollout | select | teacher | update | sum of stages | fused step | fused / sum |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for (dt, k), s in summary.items():
-        def c(key, share=True):
-            med, lo, hi = s[key]
-            sh = f" **{100 * s['share'][key]:.0f}%**" if share else ""
-            return f"{med:.2f} ({lo:.2f}-{hi:.2f}){sh}"
-        lines.append(f"| {dt} | {k} ({args.batch // k}) | {c('rollout')} | {c('select')} | {c('teacher')} | "
-                     f"{c('update')} | {c('sum', False)} | {c('fused', False)} | {s['fused_over_sum']:.2f} |")
-    lines += ["", "(percent: the stage's share of the sum of stages, median over repetitions.)", "",
-              "Throughput and utilisation of the student update (forward + backward + AdamW):", "",
-              "| compute | K | rollout tok/s (rollout stage) | rollout tok/s (of fused step) | "
-              "update train tok/s | model GFLOP/s | MFU vs own-dtype ceiling | MFU vs best ceiling | "
-              "XLA-counted GFLOP/s |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for (dt, k), s in summary.items():
-        lo, hi = s["mfu_reps"][1], s["mfu_reps"][2]
-        lines.append(f"| {dt} | {k} | {s['rollout_tok_s_stage']:.1f} | {s['rollout_tok_s_step']:.1f} | "
-                     f"{s['train_tok_s']:.0f} | {s['update_flop_s'] / 1e9:.1f} | "
-                     f"{100 * s['mfu']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}) | "
-                     f"{100 * s['mfu_best_ceiling']:.1f}% | {s['xla_flop_s'] / 1e9:.1f} |")
-    lines += ["",
-              f"Model FLOPs per update (rollout batch): 3 x (2 x {base.num_params() / 1e6:.1f}M + 4 x "
-              f"{base.num_layers} x {base.hidden_size} x {T}) x {update_tokens} tokens = "
-              f"{train_flops / 1e12:.3f} TFLOP. MFU per repetition in parentheses uses that "
-              f"repetition's update time and the median ceiling. XLA-counted = "
-              f"`compiled.cost_analysis()['flops']` of the update stage / its median time.", ""]
-    if k_ratios or dt_ratios:
-        lines.append("Paired ratios (each repetition's pair, then the median; min-max):")
-        lines.append("")
-        for (dt, name), (med, lo, hi) in k_ratios.items():
-            lines.append(f"- {name}, {dt}: K={ks[-1]} / K={ks[0]} time = {med:.2f} ({lo:.2f}-{hi:.2f})")
-        for name, (med, lo, hi) in dt_ratios.items():
-            lines.append(f"- {name}: bfloat16 / float32 time = {med:.2f} ({lo:.2f}-{hi:.2f})")
-        lines.append("")
-    lines += ["Compile (lower + compile, s) and memory (`compiled.memory_analysis()`, MiB; RSS high-water "
-              "during the call, MiB, includes the resident parameters, states and executables):", "",
-              "| function | compile s | first call s | arguments | outputs | temporaries | RSS high-water |",
-              "|---|---|---|---|---|---|---|"]
-    mib = 1 / 2 ** 20
-    for name, cs in records["compile_s"].items():
-        ma = records["memory_analysis"].get(name, {})
-        hwm = [h for h in records["hwm_kb"].get(name, []) if h is not None]
-        lines.append(f"| {name} | {cs:.1f} | {records['first_call_s'][name]:.2f} | "
-                     f"{ma.get('argument', 0) * mib:.0f} | {ma.get('output', 0) * mib:.0f} | "
-                     f"{ma.get('temp', 0) * mib:.0f} | {(max(hwm) / 1024 if hwm else float('nan')):.0f} |")
-    lines += ["", f"Process peak RSS (getrusage, whole run, all configurations resident): "
-              f"{records['process_peak_rss_mb']:.0f} MiB.", ""]
-    section = "\n".join(lines)
-    print(section)
-
-    if args.json:
-        raw = dict(records)
-        raw["summary"] = {f"{dt}/K{k}": v for (dt, k), v in summary.items()}
-        raw["ceiling_flop_s"] = ceil
-        raw["train_flops"] = train_flops
-        with open(args.json, "w") as f:
-            json.dump(raw, f, indent=1, default=str)
-    if args.write:
-        write_section(args.write, section)
-
-
-def write_section(path: str, section: str) -> None:
-    """Replace (or append) only the '## OPD step' section; re-read the file right before writing."""
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    lines = text.split("\n")
-    start = next((i for i, l in enumerate(lines) if l.strip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start] + section.rstrip("\n").split("\n") + [""] + lines[end:])
-        new = new.rstrip("\n") + "\n"
-    with open(path, "w") as f:
-        f.write(new)
+    for name, c in rec["compile_s"].items():
+        ma = rec["memory_analysis"].get(name, {})
+        hwm = [h for h in rec["hwm_kb"].get(name, []) + [rec["first_call"].get(name, {}).get("hwm_kb")] if h]
+        first = rec["first_call"].get(name, {}).get("wall")
+        rows.append([name, f"{c:.1f}", "-" if first is None else f"{first:.1f}",
+                     f"{ma.get('argument', 0) * mib:.0f}", f"{ma.get('output', 0) * mib:.0f}",
+                     f"{ma.get('temp', 0) * mib:.0f}", f"{ma.get('alias', 0) * mib:.0f}",
+                     f"{max(hwm) / 1024:.0f}" if hwm else "-"])
+    out += ["Compile and memory: `compiled.memory_analysis()` in MiB (alias = donated input buffers reused "
+            "for outputs); RSS high-water during the function's calls (MiB; includes the resident teacher, "
+            "state template, its fresh copy and the executables):", "",
+            markdown_table(["function", "compile s", "first call s", "arguments", "outputs", "temporaries",
+                            "alias", "RSS high-water"], rows), "",
+            f"Process peak RSS (getrusage, whole run): {rec['process_peak_rss_mib']:.0f} MiB.", ""]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def main(argv=None) -> None:
         eta = (time.perf_counter() - t_start) / (i + 1) * (args.steps - i - 1)
         print(f"step {i + 1}/{args.steps} loss {metrics['loss']:.3f} len {metrics['response_length']:.1f} "
               f"tok/round {metrics['rollout_tokens_per_round']:.2f} {dt:.1f}s "
-              f"({metrics['rollout_tokens'] / dt:.0f} rollout tok/s) ETA {eta:.0f}s", flush=True)
+              f"({metrics['response_tokens'] / dt:.0f} rollout tok/s) ETA {eta:.0f}s", flush=True)
     after = evaluate(model, teacher_params, state.params, config, heldout_ids, teacher_answers,
                      eval_sampler, loss, args.max_new_tokens)
     print("after:", json.dumps(after, indent=1))

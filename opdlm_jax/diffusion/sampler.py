@@ -35,6 +35,7 @@ class DiffusionOutput(NamedTuple):
     step_map: jnp.ndarray  # [B, L] round (within its block) at which each token was unmasked
     lengths: jnp.ndarray  # [B] tokens up to and including the first stop token
     nfe: jnp.ndarray  # scalar: model forward passes of the decode loop (prefill included)
+    forward_tokens: jnp.ndarray  # scalar: token positions run through the model (FLOP accounting)
     rounds: jnp.ndarray  # [B] denoising rounds in which the sequence had a masked token
     states: jnp.ndarray | None  # [num_blocks, R, B, b] the active block each round saw (debug)
 
@@ -48,6 +49,7 @@ class _Carry(NamedTuple):
     block_logits: jnp.ndarray  # [B, b, V] logits of the active block from the commit pass
     prev_logits: jnp.ndarray  # [B, V] logits at the column before the active block
     nfe: jnp.ndarray
+    forward_tokens: jnp.ndarray
     rounds: jnp.ndarray
     key: jax.Array
 
@@ -156,6 +158,7 @@ def block_diffusion_decode(config: ModelConfig, params: dict, prompt_tokens: jnp
         new_block = jnp.where(unmask, sampled, block)
         step_block = jnp.where(unmask, round_index, -1)
         carry = carry._replace(nfe=carry.nfe + ran_forward.astype(jnp.int32),
+                               forward_tokens=carry.forward_tokens + ran_forward.astype(jnp.int32) * batch * (b if sampler.use_cache else total),
                                rounds=carry.rounds + masked.any(-1).astype(jnp.int32), key=key)
         seen = block if sampler.record_states else None
         return (carry, new_block, start), (step_block, seen)
@@ -203,15 +206,16 @@ def block_diffusion_decode(config: ModelConfig, params: dict, prompt_tokens: jnp
             hidden, cache = cached_pass(carry.cache, chunk, chunk_valid, start)
             logits = logits_at(hidden[:, b - 1:])
             return carry._replace(cache=cache, block_logits=logits[:, 1:], prev_logits=logits[:, 0],
-                                  nfe=carry.nfe + 1)
+                                  nfe=carry.nfe + 1, forward_tokens=carry.forward_tokens + batch * 2 * b)
 
         return jax.lax.cond(has_next, do_commit, lambda c: c, carry)
 
     init = _Carry(tokens, valid, jnp.full((batch, max_new_tokens), UNSET_STEP, jnp.int32),
                   jnp.zeros((batch,), bool), cache, block_logits, prev_logits, jnp.int32(nfe0),
+                  jnp.int32(nfe0 * batch * (width + b)),
                   jnp.zeros((batch,), jnp.int32), key)
     final, seen = jax.lax.scan(run_block, init, jnp.arange(num_blocks))
     response = final.tokens[:, width:width + max_new_tokens]
     lengths = jnp.minimum(response_lengths(response, stop_ids), budgets)
-    return DiffusionOutput(response, final.step_map, lengths, final.nfe,
+    return DiffusionOutput(response, final.step_map, lengths, final.nfe, final.forward_tokens,
                            final.rounds, seen)

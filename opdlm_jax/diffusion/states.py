@@ -73,3 +73,10 @@ def masked_from_rounds(step_map: jnp.ndarray, block_round: jnp.ndarray, block_si
     """The mask of given per-block rounds (-1 = no mask in that block)."""
     per_pos = jnp.repeat(block_round, block_size, axis=1)
     return (per_pos >= 0) & (step_map >= per_pos) & (step_map >= 0)
+
+
+def block_mask_fraction(masked: jnp.ndarray, step_map: jnp.ndarray, block_size: int) -> jnp.ndarray:
+    """Per position, the fraction of its block's decoded positions that are masked [B, L]."""
+    m = _blocks(masked, block_size).sum(-1)
+    d = jnp.maximum(_blocks(step_map >= 0, block_size).sum(-1), 1)
+    return jnp.repeat(m / d, block_size, axis=1)

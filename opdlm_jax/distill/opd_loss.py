@@ -30,7 +30,9 @@ class LossConfig:
     """divergence: a name of `distill.DIVERGENCES`; divergence_kwargs: its options as a tuple of
     (name, value) pairs (hashable), e.g. (("k", 16),). normalisation: "sequence" (reference) or
     "token". chunk_size: sequence chunk of the vocabulary projection (None = all at once).
-    topk_log: k of the logged teacher/student top-k masses."""
+    topk_log: k of the logged teacher/student top-k masses. vocab_limit: the leading vocabulary
+    columns that are real outputs (e.g. 49152 when SmolLM2's mask token was appended as row
+    49152): teacher and student distributions are both taken over them only (None = all)."""
     block_size: int = 4
     alignment: str = "same_position"
     divergence: str = "forward_kl"
@@ -38,9 +40,24 @@ class LossConfig:
     normalisation: str = "sequence"
     chunk_size: int | None = 64
     topk_log: int = 16
+    vocab_limit: int | None = None
 
     def __post_init__(self):
         divergence_fn(self.divergence, **dict(self.divergence_kwargs))  # fail early on bad names
+
+
+def output_logits_fn(config: ModelConfig, params: dict, vocab_limit: int | None):
+    """hidden -> float32 logits over the real output vocabulary (the mask token's row excluded)."""
+    def fn(hidden):
+        logits = unembed(config, params, hidden)
+        return logits if vocab_limit is None else logits[..., :vocab_limit]
+    return fn
+
+
+def output_vocab_limit(config: ModelConfig) -> int | None:
+    """Where the mask token was appended as the last row, the outputs stop before it."""
+    mask = config.mask_token_id
+    return mask if mask is not None and mask == config.vocab_size - 1 else None
 
 
 def student_hidden(config: ModelConfig, params: dict, batch: RolloutBatch, masked: jnp.ndarray,
@@ -67,8 +84,8 @@ def opd_loss(student_config: ModelConfig, student_params: dict, teacher_config: 
     s_hidden = student_hidden(student_config, student_params, batch, masked, mask_id,
                               loss.block_size, loss.alignment)
     div = with_topk_mass(divergence_fn(loss.divergence, **dict(loss.divergence_kwargs)), loss.topk_log)
-    out = chunked_divergence(div, functools.partial(unembed, teacher_config, teacher_params),
-                             functools.partial(unembed, student_config, student_params),
+    out = chunked_divergence(div, output_logits_fn(teacher_config, teacher_params, loss.vocab_limit),
+                             output_logits_fn(student_config, student_params, loss.vocab_limit),
                              teacher_states, s_hidden, loss.chunk_size)
     mask = loss_positions(batch.response_valid, masked, batch.response, batch.lengths, stop_ids)
     sums = loss_sums(out["divergence"], mask, loss.normalisation)

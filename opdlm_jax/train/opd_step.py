@@ -10,6 +10,11 @@
 K = rollout batch / minibatch size: K=1 is purely on-policy; the reference runs 16 updates of 8
 on each batch of 128 rollouts (the later ones slightly off-policy). The teacher's parameters are a
 separate, non-donated argument; the train state is donated.
+
+The baselines of the ablation tables are the same step with other stages plugged in:
+rollout_source "teacher" (the AR teacher's responses; Off-Policy, SFT) or "given" (a text corpus),
+selection "random" (OPDLM_off, Off-Policy, SFT), objective "bd3lm" (masked-diffusion
+cross-entropy on the responses' tokens instead of the KL to the teacher; SFT and corpus).
 """
 from __future__ import annotations
 
@@ -20,13 +25,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from opdlm_jax.diffusion.bd3lm_loss import bd3lm_loss
 from opdlm_jax.diffusion.config import SamplerConfig
 from opdlm_jax.diffusion.sampler import block_diffusion_decode
-from opdlm_jax.diffusion.states import select_states
+from opdlm_jax.diffusion.states import block_mask_fraction, select_states
+from opdlm_jax.generation.ar_decoder import ar_decode
 from opdlm_jax.distill.opd_loss import LossConfig, opd_loss
 from opdlm_jax.distill.rollout_batch import RolloutBatch
 from opdlm_jax.distill.teacher import teacher_hidden
 from opdlm_jax.models.config import ModelConfig
+
+
+ROLLOUT_SOURCES = ("student", "teacher", "given")
+OBJECTIVES = ("kl", "bd3lm")
 
 
 class TrainState(NamedTuple):
@@ -49,8 +60,17 @@ class StepConfig:
     pad_id: int
     stop_ids: tuple[int, ...]
     selection: str = "per_block"
+    rollout_source: str = "student"  # "student" | "teacher" | "given"
+    objective: str = "kl"  # "kl" (OPD) | "bd3lm" (masked-diffusion cross-entropy)
 
     def __post_init__(self):
+        if self.rollout_source not in ROLLOUT_SOURCES:
+            raise ValueError(f"unknown rollout_source {self.rollout_source!r}; expected one of {ROLLOUT_SOURCES}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; expected one of {OBJECTIVES}")
+        if self.rollout_source != "student" and self.selection != "random":
+            raise ValueError(f"rollout_source={self.rollout_source!r} has no denoising trajectory: "
+                             f"selection must be 'random', got {self.selection!r}")
         if self.sampler.block_size != self.loss.block_size:
             raise ValueError(f"sampler.block_size={self.sampler.block_size} and "
                              f"loss.block_size={self.loss.block_size} must agree")
@@ -63,20 +83,48 @@ class StepConfig:
 
 
 def rollout_stage(config: ModelConfig, params: Any, prompts: jnp.ndarray, prompt_valid: jnp.ndarray,
-                  key: jax.Array, cfg: StepConfig) -> tuple[RolloutBatch, dict]:
+                  key: jax.Array, cfg: StepConfig, max_lengths: jnp.ndarray | None = None) -> tuple[RolloutBatch, dict]:
+    """The student's own block-diffusion rollouts (no gradient), with their step maps."""
     out = block_diffusion_decode(config, jax.lax.stop_gradient(params), prompts, prompt_valid, key,
                                  sampler=cfg.sampler, max_new_tokens=cfg.max_new_tokens,
-                                 stop_ids=cfg.stop_ids, mask_id=cfg.mask_id, pad_id=cfg.pad_id)
+                                 stop_ids=cfg.stop_ids, mask_id=cfg.mask_id, pad_id=cfg.pad_id,
+                                 max_lengths=max_lengths)
     batch = RolloutBatch(prompts, prompt_valid, out.tokens, out.step_map, out.lengths)
-    stats = {"rollout_nfe": out.nfe, "response_length": out.lengths.mean(),
-             "rollout_tokens": out.lengths.sum(),
+    stats = {"rollout_nfe": out.nfe, "rollout_forward_tokens": out.forward_tokens,
              "rollout_tokens_per_round": out.lengths.sum() / jnp.maximum(out.rounds.sum(), 1)}
     return batch, stats
+
+
+def teacher_rollout_stage(config: ModelConfig, params: Any, prompts: jnp.ndarray, prompt_valid: jnp.ndarray,
+                          key: jax.Array, cfg: StepConfig) -> tuple[RolloutBatch, dict]:
+    """Off-policy data: the AR teacher's responses; every real token counts as decoded (step 0)."""
+    out = ar_decode(config, jax.lax.stop_gradient(params), prompts, prompt_valid, key,
+                    sampling=cfg.sampler.sampling, max_new_tokens=cfg.max_new_tokens, stop_ids=cfg.stop_ids,
+                    pad_id=cfg.pad_id, banned_ids=(cfg.mask_id,))
+    return given_rollouts(prompts, prompt_valid, out.tokens, out.lengths), {
+        "rollout_nfe": out.nfe, "rollout_tokens_per_round": jnp.ones(()),
+        "rollout_forward_tokens": prompts.size + out.rounds.sum() * 1}
+
+
+def given_rollouts(prompts, prompt_valid, responses, lengths) -> RolloutBatch:
+    steps = jnp.where(jnp.arange(responses.shape[1])[None] < lengths[:, None], 0, -1).astype(jnp.int32)
+    return RolloutBatch(prompts, prompt_valid, responses, steps, lengths)
 
 
 def select_states_stage(batch: RolloutBatch, key: jax.Array, cfg: StepConfig) -> jnp.ndarray:
     masked, _ = select_states(cfg.selection, batch.step_map, key, cfg.sampler.block_size)
     return masked
+
+
+def objective_loss(params: Any, student_config: ModelConfig, teacher_config: ModelConfig, teacher_params: Any,
+                   batch: RolloutBatch, masked: jnp.ndarray, t_hidden: jnp.ndarray | None, cfg: StepConfig):
+    """The loss of one minibatch: KL to the teacher's targets, or the BD3-LM cross-entropy."""
+    if cfg.objective == "bd3lm":
+        rate = block_mask_fraction(masked, batch.step_map, cfg.sampler.block_size)
+        return bd3lm_loss(student_config, params, batch, masked, rate, mask_id=cfg.mask_id,
+                          stop_ids=cfg.stop_ids, loss=cfg.loss)
+    return opd_loss(student_config, params, teacher_config, teacher_params, batch, masked,
+                    mask_id=cfg.mask_id, stop_ids=cfg.stop_ids, loss=cfg.loss, teacher_states=t_hidden)
 
 
 def teacher_stage(config: ModelConfig, params: Any, batch: RolloutBatch) -> jnp.ndarray:
@@ -91,12 +139,13 @@ def update_stage(state: TrainState, student_config: ModelConfig, teacher_config:
     m = cfg.minibatch_size
     num_updates = size // m
     order = jax.random.permutation(key, size)
+    if t_hidden is None:  # the bd3lm objective needs no teacher targets
+        t_hidden = jnp.zeros((size, 0), jnp.float32)
     shuffled = (RolloutBatch(*(x[order] for x in batch)), masked[order], t_hidden[order])
 
     def loss_fn(params, minibatch, mb_masked, mb_teacher):
-        return opd_loss(student_config, params, teacher_config, teacher_params, minibatch, mb_masked,
-                        mask_id=cfg.mask_id, stop_ids=cfg.stop_ids, loss=cfg.loss,
-                        teacher_states=mb_teacher)
+        return objective_loss(params, student_config, teacher_config, teacher_params, minibatch, mb_masked,
+                              mb_teacher, cfg)
 
     def one_update(state: TrainState, index):
         mb = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, index * m, m, axis=0), shuffled)
@@ -116,19 +165,38 @@ def update_stage(state: TrainState, student_config: ModelConfig, teacher_config:
 
 
 def opd_step(state: TrainState, teacher_params: Any, prompts: jnp.ndarray, prompt_valid: jnp.ndarray,
-             key: jax.Array, *, student_config: ModelConfig, teacher_config: ModelConfig,
-             cfg: StepConfig, optimizer: optax.GradientTransformation) -> tuple[TrainState, dict]:
-    """prompts [B, P] left-padded (P a multiple of the block size) -> (new state, metrics)."""
+             key: jax.Array, max_lengths: jnp.ndarray | None = None, responses: jnp.ndarray | None = None,
+             response_lengths: jnp.ndarray | None = None, *, student_config: ModelConfig,
+             teacher_config: ModelConfig, cfg: StepConfig,
+             optimizer: optax.GradientTransformation) -> tuple[TrainState, dict]:
+    """prompts [B, P] left-padded (P a multiple of the block size) -> (new state, metrics).
+
+    max_lengths [B]: per-sequence response budgets (student rollouts). responses / response_lengths
+    [B, L] / [B]: the data of rollout_source "given".
+    """
     if prompts.shape[0] % cfg.minibatch_size:
         raise ValueError(f"rollout batch {prompts.shape[0]} is not a multiple of "
                          f"minibatch_size={cfg.minibatch_size}")
     k_rollout, k_states, k_order = jax.random.split(key, 3)
-    batch, rollout_stats = rollout_stage(student_config, state.params, prompts, prompt_valid, k_rollout, cfg)
+    if cfg.rollout_source == "student":
+        batch, rollout_stats = rollout_stage(student_config, state.params, prompts, prompt_valid, k_rollout,
+                                             cfg, max_lengths)
+    elif cfg.rollout_source == "teacher":
+        batch, rollout_stats = teacher_rollout_stage(teacher_config, teacher_params, prompts, prompt_valid,
+                                                     k_rollout, cfg)
+    else:
+        if responses is None or response_lengths is None:
+            raise ValueError("rollout_source='given' needs responses and response_lengths")
+        batch = given_rollouts(prompts, prompt_valid, responses, response_lengths)
+        rollout_stats = {"rollout_nfe": jnp.zeros((), jnp.int32), "rollout_forward_tokens": jnp.zeros((), jnp.int32),
+                         "rollout_tokens_per_round": jnp.zeros(())}
     masked = select_states_stage(batch, k_states, cfg)
-    t_hidden = teacher_stage(teacher_config, teacher_params, batch)
+    t_hidden = teacher_stage(teacher_config, teacher_params, batch) if cfg.objective == "kl" else None
     state, metrics = update_stage(state, student_config, teacher_config, teacher_params, batch, masked,
                                   t_hidden, k_order, cfg, optimizer)
     metrics.update(rollout_stats)
+    metrics.update(response_length=batch.lengths.mean(), response_tokens=batch.lengths.sum(),
+                   response_lengths=batch.lengths)
     return state, metrics
 
 
@@ -140,9 +208,11 @@ def make_opd_step(student_config: ModelConfig, teacher_config: ModelConfig, cfg:
     With a mesh, pass the shardings from `opdlm_jax.sharding` (`train_state_shardings`); the step
     then runs inside the logical-axis rules so the model's activation constraints take effect.
     """
-    def step(state, teacher_params, prompts, prompt_valid, key):
-        return opd_step(state, teacher_params, prompts, prompt_valid, key, student_config=student_config,
-                        teacher_config=teacher_config, cfg=cfg, optimizer=optimizer)
+    def step(state, teacher_params, prompts, prompt_valid, key, max_lengths=None, responses=None,
+             response_lengths=None):
+        return opd_step(state, teacher_params, prompts, prompt_valid, key, max_lengths, responses,
+                        response_lengths, student_config=student_config, teacher_config=teacher_config,
+                        cfg=cfg, optimizer=optimizer)
 
     if mesh is None:
         return jax.jit(step, donate_argnums=0)
@@ -152,6 +222,7 @@ def make_opd_step(student_config: ModelConfig, teacher_config: ModelConfig, cfg:
     jitted = jax.jit(step, donate_argnums=0,
                      in_shardings=(state_shardings, teacher_shardings, batch_sharding, batch_sharding, rep),
                      out_shardings=(state_shardings, rep))
+    # (optional per-sequence inputs are given only without a mesh for now)
 
     def run(*args):
         with rules_context(mesh):
