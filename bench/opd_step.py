@@ -13,7 +13,11 @@ rollout batch, minibatch 8 / K).
 Measured, following docs/BENCHMARKING.md (shared):
 - parts: `stages` = rollout, state selection and teacher, each jitted on its own with the shapes
   it has inside the fused step (per dtype); `update` = `update_stage` with those states (per
-  configuration); `fused` = `make_opd_step` (per configuration). Compile (lower + compile) is
+  configuration); `fused` = `make_opd_step` (per configuration); `components` = diagnostics of
+  the first configuration's dtype: the optimizer alone (clip + AdamW + apply + the logged grad
+  norm, on gradient-shaped arrays) and the loss head alone (teacher and student vocabulary
+  projections, forward KL, gradient to the student's hidden states and parameters) with and
+  without the logged top-k masses, on random hidden states. Compile (lower + compile) is
   timed and reported separately; `--warmup` adds one untimed call after it.
 - all timed calls run in ONE round-robin loop (per repetition: both matmul ceilings, then per
   dtype the stages, then per configuration update and fused step), so compared things alternate;
@@ -126,6 +130,16 @@ def main(argv=None) -> None:
     dtypes = list(dict.fromkeys(dt for dt, _ in configs))
     parts = set(args.parts.split(","))
     env = environment()
+    try:
+        import subprocess
+        root = Path(__file__).resolve().parents[1]
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "opdlm_jax"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        env["git"] = head + (" + uncommitted changes in opdlm_jax/" if dirty else "")
+    except OSError:
+        env["git"] = "unknown"
     t_start = time.perf_counter()
     probe = Probe()
     rec: dict = {"env": env, "args": vars(args), "compile_s": {}, "first_call": {}, "memory_analysis": {},
@@ -210,7 +224,7 @@ def main(argv=None) -> None:
     compiled, inputs = {}, {}
     rollout_dtype = dtypes[0]
     batch = None
-    for dt in dtypes:
+    for dt in (dtypes if parts & {"stages", "update", "fused"} else []):
         mcfg = base.replace(dtype=dt)  # float32 parameters, `dt` compute; teacher alike
         cfg = step_config(configs[0][1])
         if "stages" in parts or batch is None:
@@ -219,8 +233,9 @@ def main(argv=None) -> None:
                 lambda p, x, v, k, c=mcfg, s=cfg: rollout_stage(c, p, x, v, k, s)),
                 state0.params, prompts, prompt_valid, k_rollout)
             batch, stats = call(name, compiled[name], state0.params, prompts, prompt_valid, k_rollout, timed=False)
-            rec["rollout"][dt] = dict({k: float(v) for k, v in stats.items()},
-                                      lengths=np.asarray(batch.lengths).tolist())
+            lengths = np.asarray(batch.lengths)
+            rec["rollout"][dt] = dict({k: np.asarray(v).tolist() for k, v in stats.items()},
+                                      lengths=lengths.tolist(), rollout_tokens=int(lengths.sum()))
             name = f"select/{dt}"
             compiled[name] = compile_timed(name, jax.jit(lambda b, k, s=cfg: select_states_stage(b, k, s)),
                                            batch, k_states)
@@ -251,9 +266,53 @@ def main(argv=None) -> None:
                 if args.warmup:
                     _, m = call(name, compiled[name], fresh_state(), teacher_params, prompts, prompt_valid, key,
                                 timed=False)
-                    rec["fused_metrics"][name] = {k2: float(v) for k2, v in m.items()}
+                    rec["fused_metrics"][name] = {k2: np.asarray(v).tolist() for k2, v in m.items()}
         log(f"compiled {dt}: " + ", ".join(f"{k} {v:.1f}s" for k, v in rec["compile_s"].items() if f"/{dt}" in k))
         dump()
+
+    comp_fns = {}
+    if "components" in parts:
+        import functools
+
+        import optax
+
+        from opdlm_jax.distill.chunked import chunked_divergence, with_topk_mass
+        from opdlm_jax.distill.divergences import divergence_fn
+        from opdlm_jax.models import unembed
+
+        cdt = configs[0][0]
+        mcfg = base.replace(dtype=cdt)
+        grads = jax.tree.map(lambda x: x * 1e-3, params)
+
+        def adamw(state, g):  # what one update does after the gradient, as in update_stage
+            updates, opt_state = optimizer.update(g, state.opt_state, state.params)
+            return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+                                  step=state.step + 1), optax.tree.norm(g)
+
+        kh1, kh2 = jax.random.split(jax.random.PRNGKey(7))
+        shape = (args.batch, RESPONSE_LENGTH, base.hidden_size)
+        th = jax.random.normal(kh1, shape, jnp.float32).astype(mcfg.jnp_dtype)
+        sh = jax.random.normal(kh2, shape, jnp.float32).astype(mcfg.jnp_dtype)
+        kl = divergence_fn("forward_kl")
+
+        def head(topk):
+            def loss(p, h, tp, t_h):  # everything an argument: closed-over arrays get constant-folded
+                div = with_topk_mass(kl, 16) if topk else (lambda t, s_: {"divergence": kl(t, s_)})
+                out = chunked_divergence(div, functools.partial(unembed, mcfg, tp),
+                                         functools.partial(unembed, mcfg, p), t_h, h, args.chunk_size)
+                return out["divergence"].mean(), out
+            return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+
+        name = f"component/adamw/{cdt}"
+        comp_fns[name] = (compile_timed(name, jax.jit(adamw, donate_argnums=0), state0, grads),
+                          lambda: (fresh_state(), grads))
+        for topk in (True, False):
+            name = f"component/loss_head{'' if topk else '_no_topk'}/{cdt}"
+            comp_fns[name] = (compile_timed(name, jax.jit(head(topk)), params, sh, teacher_params, th),
+                              lambda: (params, sh, teacher_params, th))
+        for name, (fn, make_args) in comp_fns.items():
+            call(name, fn, *make_args(), timed=False)
+        log("compiled components: " + ", ".join(f"{k} {rec['compile_s'][k]:.1f}s" for k in comp_fns))
 
     # ---------------------------------------------------------------- the timed round-robin loop
     for rep in range(args.reps):
@@ -264,7 +323,9 @@ def main(argv=None) -> None:
                 wall, cpu = time.perf_counter() - started[1], probe._usage() - started[0]
                 rec["ceiling_wall"][dt].append(wall)
                 rec["ceiling_cpu"][dt].append(cpu)
-        for dt in dtypes:
+        for name, (fn, make_args) in comp_fns.items():
+            call(name, fn, *make_args())
+        for dt in inputs:
             batch, masked, t_hidden = inputs[dt]
             if "stages" in parts:
                 call(f"rollout/{dt}", compiled[f"rollout/{dt}"], state0.params, prompts, prompt_valid, k_rollout)
@@ -311,6 +372,12 @@ def report(rec, args, base, configs, dtypes, parts, rollout_dtype, summarize, pa
     cs = {dt: summarize([2 * n ** 3 / t / 1e9 for t in v]) for dt, v in rec["ceiling_wall"].items()}
     e = rec["env"]
     s = lambda name: summarize(wall[name])
+    loop = ["matmul ceilings"] + (["components"] if "components" in parts else [])
+    if "stages" in parts:
+        loop.append("per dtype: rollout, select, teacher")
+    per_cfg = [p for p in ("update", "fused step") if p.split()[0] in parts]
+    if per_cfg:
+        loop.append("per configuration: " + " and ".join(per_cfg))
     out = [
         f"Command: `{e['command']}`  ",
         f"Date: {e['date']}; run time {rec['total_s']:.0f} s (model load {rec['load_s']:.0f} s); load average "
@@ -318,7 +385,7 @@ def report(rec, args, base, configs, dtypes, parts, rollout_dtype, summarize, pa
         f"throughout; see the cores-obtained column).  ",
         f"Machine: {e['cpu']}, {e['cores']}; backend {e['backend']}; Python {e['python']}, JAX {e['jax']}, "
         f"jaxlib {e['jaxlib']}, flax {e['flax']}, torch {e['torch']} (unused); XLA_FLAGS="
-        f"`{e['XLA_FLAGS'] or '(unset)'}`.  ",
+        f"`{e['XLA_FLAGS'] or '(unset)'}`; code at git {e.get('git', 'unknown')}.  ",
         f"Workload: SmolLM2-135M-Instruct ({base.num_params() / 1e6:.1f}M params, vocabulary {base.vocab_size} "
         f"with the mask row) as student and frozen teacher; float32 parameters and AdamW moments; compute "
         f"dtype per row (teacher in the same dtype). {args.batch} chat-templated questions per step (prompt "
@@ -329,18 +396,17 @@ def report(rec, args, base, configs, dtypes, parts, rollout_dtype, summarize, pa
         f"one piece: no chunk loop, no remat); remat_policy `{base.remat_policy}`, scan_layers "
         f"{base.scan_layers}. Update layout [prompt | x0 | x_t]: T = P + 2L = {T}, {update_tokens} tokens "
         f"per rollout batch (K updates of {args.batch}/K sequences).  ",
-        f"Protocol: {reps} repetitions of one round-robin loop (ceilings; per dtype "
-        f"{'rollout, select, teacher; ' if 'stages' in parts else ''}per configuration "
-        f"{' and '.join(p for p in ('update', 'fused step') if p.split()[0] in parts)}), every update / fused "
+        f"Protocol: {reps} repetitions of one round-robin loop ({'; '.join(loop)}), every update / fused "
         f"call from a fresh copy of the same train state with the same key (identical work each repetition); "
         f"median (min-max). Compile = lower + compile, excluded"
         f"{'; then one untimed warm-up call' if args.warmup else ''}.",
         ""]
     for dt, ro in rec["rollout"].items():
+        fwd = f", {ro['rollout_forward_tokens']:.0f} token-forwards" if "rollout_forward_tokens" in ro else ""
         out.append(f"Rollout ({dt} compute): {ro['rollout_tokens']:.0f} tokens generated (response lengths "
-                   f"{ro['lengths']}), NFE {ro['rollout_nfe']:.0f}, {ro['rollout_tokens_per_round']:.2f} tokens "
-                   f"per round per sequence.  ")
-    if "stages" not in parts:
+                   f"{ro['lengths']}), NFE {ro['rollout_nfe']:.0f}{fwd}, {ro['rollout_tokens_per_round']:.2f} "
+                   f"tokens per round per sequence.  ")
+    if "stages" not in parts and parts & {"update", "fused"}:
         out.append(f"(The stages were not timed in this run; the update's inputs come from one {rollout_dtype} "
                    f"rollout and the teacher of each dtype.)  ")
     out += ["", f"Matmul ceiling in the same loop ({n}x{n}, 2 n^3 / time, {len(rec['ceiling_wall']['float32'])} "
@@ -378,6 +444,7 @@ def report(rec, args, base, configs, dtypes, parts, rollout_dtype, summarize, pa
             mfu_cpu = summarize([train_flops / c / ceil_cpu[dt] for c in uc])
             cores = summarize([uc[i] / u[i] for i in range(reps)])
             xla = rec["xla_flops"].get(name)
+            xla = None if xla is None else xla * k  # cost analysis counts the scan body once
             row = [dt, k]
             if "stages" in parts:
                 ro = rec["rollout"][dt]["rollout_tokens"]
@@ -401,9 +468,23 @@ def report(rec, args, base, configs, dtypes, parts, rollout_dtype, summarize, pa
                 f"Model FLOPs per rollout batch: 3 x (2 x {base.num_params() / 1e6:.1f}M + 4 x {base.num_layers} x "
                 f"{base.hidden_size} x {T}) x {update_tokens} tokens = {train_flops / 1e12:.3f} TFLOP. MFU: median "
                 f"(min-max over repetitions, each repetition's update time over the median ceiling). XLA-counted: "
-                f"`compiled.cost_analysis()['flops']` of the update stage / median time (counts what is "
+                f"`compiled.cost_analysis()['flops']` of the update stage x K (XLA counts the body of the K-update scan once) / median time (counts what is "
                 f"executed: the vocabulary projection only at the L loss positions, the teacher's projection "
                 f"in the loss).", ""]
+    comps = [k for k in wall if k.startswith("component/")]
+    if comps:
+        rows = [[k.split("/", 1)[1], summarize(wall[k]).fmt(), summarize(cpu[k]).fmt(),
+                 summarize([cpu[k][i] / wall[k][i] for i in range(len(wall[k]))]).fmt()] for k in comps]
+        out += ["Components (diagnostics, random hidden states; optimizer = clip + AdamW + apply + logged grad "
+                f"norm over all {base.num_params() / 1e6:.1f}M float32 parameters; loss head = teacher and student vocabulary "
+                f"projections of {args.batch} x {RESPONSE_LENGTH} positions, forward KL, value and gradient to "
+                "the student's parameters and hidden states), seconds, median (min-max):", "",
+                markdown_table(["component/dtype", "wall s", "CPU s", "cores obtained"], rows), ""]
+        for dtn in {k.rsplit("/", 1)[1] for k in comps}:
+            a, b = f"component/loss_head/{dtn}", f"component/loss_head_no_topk/{dtn}"
+            if a in wall and b in wall:
+                out += [f"- loss head, {dtn}: with / without the logged top-k masses, wall time = "
+                        f"{pair_ratios(wall[a], wall[b])[1].fmt()}; CPU time = {pair_ratios(cpu[a], cpu[b])[1].fmt()}", ""]
     ratio_lines = []
     ks_by_dt = {}
     for dt, k in configs:

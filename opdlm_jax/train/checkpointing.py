@@ -5,6 +5,7 @@ mesh by passing abstract arrays with the target shardings), `data` (the prompt i
 and `meta` (step, seed, curriculum position, the model's source and config). Params live in their
 own item so that decoding and export restore them without the optimizer state.
 
+Checkpoint ids count RL steps (rollout batches); `meta["opt_step"]` counts optimizer updates.
 Orbax writes each step into a temporary directory and renames it when complete, so a crash or
 SIGKILL mid-save leaves the previous checkpoints untouched. A latest checkpoint that is
 nevertheless unreadable (truncated or corrupted files) is skipped with a warning and the one
@@ -33,11 +34,12 @@ class RunCheckpointer:
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("params", "opt_state", "data", "meta"))
 
-    def save(self, state: TrainState, data_state: dict, meta: dict, *, force: bool = False) -> None:
-        step = int(state.step)
+    def save(self, step: int, state: TrainState, data_state: dict, meta: dict, *, force: bool = True) -> None:
+        """Checkpoint after `step` RL steps (the id of the checkpoint); asynchronous when enabled."""
         self.manager.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(state.params), opt_state=ocp.args.StandardSave(state.opt_state),
-            data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(dict(meta, step=step))), force=force)
+            data=ocp.args.JsonSave(data_state),
+            meta=ocp.args.JsonSave(dict(meta, step=step, opt_step=int(state.step)))), force=force)
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -62,7 +64,7 @@ class RunCheckpointer:
                             s, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
                 continue
             meta = restored["meta"]
-            state = TrainState(jax.numpy.asarray(meta["step"], jax.numpy.int32), restored["params"],
+            state = TrainState(jax.numpy.asarray(meta["opt_step"], jax.numpy.int32), restored["params"],
                                restored["opt_state"])
             return state, restored["data"], meta
         return None

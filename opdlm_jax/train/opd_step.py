@@ -219,16 +219,18 @@ def make_opd_step(student_config: ModelConfig, teacher_config: ModelConfig, cfg:
     from opdlm_jax.sharding import replicated, rules_context
 
     rep = replicated(mesh)
+    per_seq = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(batch_sharding.spec[0]))
     jitted = jax.jit(step, donate_argnums=0,
-                     in_shardings=(state_shardings, teacher_shardings, batch_sharding, batch_sharding, rep),
+                     in_shardings=(state_shardings, teacher_shardings, batch_sharding, batch_sharding, rep,
+                                   per_seq, batch_sharding, per_seq),
                      out_shardings=(state_shardings, rep))
-    # (optional per-sequence inputs are given only without a mesh for now)
 
     def run(*args):
+        args = args + (None,) * (8 - len(args))  # the optional per-sequence inputs
         with rules_context(mesh):
             return jitted(*args)
 
-    run.lower = lambda *a: _lower_in(mesh, jitted, *a)
+    run.lower = lambda *a: _lower_in(mesh, jitted, *(a + (None,) * (8 - len(a))))
     return run
 
 

@@ -1,0 +1,617 @@
+"""Ahead-of-time compile of the fused OPD step: per-chip memory of a TPU slice without the TPU.
+
+    python -m opdlm_jax.aot --preset qwen3-0.6b --topology v5p:2x2x1
+    python -m opdlm_jax.aot --preset qwen3-8b --topology v6e:2x4 --mesh 1,8,1 --json
+    python -m opdlm_jax.aot --all-presets --topology v5p:2x2x1          # the four Qwen3 sizes
+    python -m opdlm_jax.aot --preset tiny --platform cpu --batch 8 --minibatch 4 --prompt-len 8 \
+        --max-new-tokens 8 --hbm-gib 1                                  # smoke test, seconds
+
+Nothing is materialised: parameters, the train state (AdamW moments) and the frozen teacher are
+`jax.eval_shape` results turned into ShapeDtypeStructs that carry their NamedShardings on a
+("data", "fsdp", "tensor") mesh; the step from `opdlm_jax.train.opd_step.make_opd_step` (rollout,
+state selection, teacher scoring, K minibatch updates, all in one program) is lowered on them and
+compiled. The report gives, per chip, the argument / output / temporary bytes from
+`compiled.memory_analysis()`, their total against the chip's HBM, compile time and XLA's FLOP
+count (while-loop bodies are counted once by XLA, so it is a per-iteration figure, not the step's).
+
+Platforms:
+  tpu  compile-only TPU devices from `jax.experimental.topologies.get_topology_desc` (needs the
+       `libtpu` wheel matching jax: `pip install "jax[tpu]==<jax version>"`; no TPU needed). A
+       step that does not fit fails at compile time (XLA's HBM check); the report then says
+       "OOM" with XLA's required vs available bytes.
+  cpu  N fake host devices (XLA_FLAGS=--xla_force_host_platform_device_count=N, set here when
+       JAX has not started yet). The CPU compiler has no HBM limit and schedules for time, not
+       memory, so its temporaries are a rough upper bound; the fit check compares the total with
+       the chip's HBM (or --hbm-gib) and reports "OOM (simulated)" when it is exceeded.
+
+Exit status: 0 every configuration fits, 2 at least one does not fit, 1 a compile failed for
+another reason (or timed out in --all-presets).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Any, Sequence
+
+GIB = 1024 ** 3
+
+# HBM per chip (GiB), as the chip generations are sold (one JAX device per chip; v4 and v5p in
+# megacore mode, i.e. both TensorCores of a chip behind one device).
+CHIP_HBM_GIB = {"v4": 32.0, "v5e": 16.0, "v5p": 95.0, "v6e": 32.0, "tpu7x": 192.0}
+MEGACORE_CHIPS = ("v4", "v5p")
+# The recipe of METHOD.md section 5 (rollout batch 128, 16 updates of 8, block 4, up to 4000 new
+# tokens); the prompt width is our left-padded bucket for long prompts.
+RECIPE = dict(batch=128, minibatch=8, prompt_len=512, max_new_tokens=4000, block_size=4)
+QWEN3_PRESETS = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b")
+TINY = "tiny"  # a few-kB random architecture for smoke tests of this tool (not a real model)
+EXIT_OK, EXIT_ERROR, EXIT_OOM = 0, 1, 2
+_OOM_MARKERS = ("CompileTimeHbmOom", "Ran out of memory in memory space hbm", "RESOURCE_EXHAUSTED",
+                "exceeded hbm capacity", "Exceeded hbm capacity")
+
+
+@dataclasses.dataclass(frozen=True)
+class AotSpec:
+    """What to compile. mesh: (data, fsdp, tensor), one entry may be -1 (fill)."""
+    preset: str = "qwen3-0.6b"
+    topology: str = "v5p:2x2x1"
+    platform: str = "tpu"  # "tpu" (compile-only topology devices) | "cpu" (fake host devices)
+    cpu_devices: int = 8
+    mesh: tuple[int, int, int] = (1, -1, 1)
+    batch: int = RECIPE["batch"]
+    minibatch: int = RECIPE["minibatch"]
+    prompt_len: int = RECIPE["prompt_len"]
+    max_new_tokens: int = RECIPE["max_new_tokens"]
+    block_size: int = RECIPE["block_size"]
+    dtype: str = "bfloat16"  # compute dtype
+    param_dtype: str = "float32"  # student master weights (and AdamW moments)
+    teacher_param_dtype: str | None = None  # None: same as param_dtype (what the trainer does)
+    remat: str = "full"
+    scan_layers: bool = True
+    divergence: str = "topk_forward_kl_reference"
+    topk: int = 16
+    chunk_size: int = 512
+    hbm_gib: float | None = None  # None: the chip's HBM (CHIP_HBM_GIB)
+    # XLA options for .compile(); on the CPU backend default_compiler_options() lowers the LLVM
+    # optimisation level (buffer assignment, hence the memory report, does not depend on it).
+    compiler_options: tuple[tuple[str, Any], ...] | None = None
+
+    def resolved_compiler_options(self) -> dict:
+        if self.compiler_options is not None:
+            return dict(self.compiler_options)
+        return default_compiler_options(self.platform)
+
+    def label(self) -> str:
+        return f"{self.preset} {self.platform}:{self.topology}"
+
+
+@dataclasses.dataclass
+class AotReport:
+    preset: str
+    platform: str
+    topology: str
+    device_kind: str
+    num_devices: int
+    mesh: dict
+    shapes: dict
+    numerics: dict
+    num_params: int
+    status: str  # "fits" | "oom" | "oom_simulated" | "error"
+    hbm_bytes: int
+    student_params_bytes: int = 0  # per chip, from the shardings
+    optimizer_state_bytes: int = 0
+    teacher_params_bytes: int = 0
+    argument_bytes: int | None = None  # per chip, from compiled.memory_analysis()
+    output_bytes: int | None = None
+    alias_bytes: int | None = None
+    temp_bytes: int | None = None
+    generated_code_bytes: int | None = None
+    total_bytes: int | None = None  # arguments + outputs - aliased + temporaries (+ code)
+    required_bytes: int | None = None  # XLA's figure when the compile ran out of HBM
+    lower_seconds: float | None = None
+    compile_seconds: float | None = None
+    flops: float | None = None  # XLA cost_analysis (while bodies counted once)
+    error: str | None = None
+
+    @property
+    def fits(self) -> bool:
+        return self.status == "fits"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        """A human-readable multi-line account, OOMs stated as required vs available."""
+        g = human_bytes
+        mesh = "x".join(f"{k}={v}" for k, v in self.mesh.items())
+        lines = [f"{self.preset} on {self.platform}:{self.topology} ({self.num_devices} x {self.device_kind}, "
+                 f"mesh {mesh})",
+                 f"  shapes {self.shapes}  numerics {self.numerics}",
+                 f"  per chip: student params {g(self.student_params_bytes)}, AdamW state "
+                 f"{g(self.optimizer_state_bytes)}, teacher params {g(self.teacher_params_bytes)}"]
+        if self.argument_bytes is not None:
+            lines.append(f"  per chip: arguments {g(self.argument_bytes)}, outputs {g(self.output_bytes)} "
+                         f"(aliased {g(self.alias_bytes)}), temporaries {g(self.temp_bytes)}, "
+                         f"code {g(self.generated_code_bytes)}")
+            lines.append(f"  total {g(self.total_bytes)} of {g(self.hbm_bytes)} HBM")
+        if self.lower_seconds is not None:
+            comp = "n/a" if self.compile_seconds is None else f"{self.compile_seconds:.1f} s"
+            lines.append(f"  lower {self.lower_seconds:.1f} s, compile {comp}"
+                         + ("" if self.flops is None else f", XLA flops {self.flops:.3e} (loop bodies once)"))
+        if self.status == "fits":
+            lines.append("  FITS")
+        elif self.status in ("oom", "oom_simulated"):
+            how = ("XLA TPU compiler: compile-time HBM OOM" if self.status == "oom"
+                   else "simulated on the CPU backend: total exceeds the HBM budget")
+            lines.append(f"  OUT OF MEMORY ({how}): requires {g(self.required_bytes)}, "
+                         f"available {g(self.hbm_bytes)} per chip")
+        else:
+            lines.append(f"  COMPILE FAILED: {self.error}")
+        if self.error and self.status == "oom":
+            lines.append("  XLA: " + self.error.strip().splitlines()[0][:400])
+        return "\n".join(lines)
+
+
+def default_compiler_options(platform: str) -> dict:
+    """CPU: no LLVM optimisation (the code never runs; compiles ~2x faster). TPU: XLA's defaults."""
+    return {"xla_backend_optimization_level": 0} if platform == "cpu" else {}
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    for unit, size in (("GiB", GIB), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+# ---------------------------------------------------------------------------------------------
+# Chips and devices
+# ---------------------------------------------------------------------------------------------
+
+def chip_generation(topology: str) -> str:
+    """"v5p:2x2x1" -> "v5p"; "v5litepod-8" style names map onto v5e."""
+    name = topology.split(":", 1)[0].lower()
+    if name.startswith("v5lite"):
+        return "v5e"
+    return name
+
+
+def chip_hbm_bytes(topology: str, override_gib: float | None = None) -> int:
+    if override_gib is not None:
+        return int(override_gib * GIB)
+    gen = chip_generation(topology)
+    if gen not in CHIP_HBM_GIB:
+        raise ValueError(f"unknown TPU generation {gen!r} in topology {topology!r}; known: "
+                         f"{sorted(CHIP_HBM_GIB)} (or pass --hbm-gib)")
+    return int(CHIP_HBM_GIB[gen] * GIB)
+
+
+def tpu_topology_devices(topology: str) -> list:
+    """Compile-only devices of a TPU slice (one per chip), from the libtpu wheel; no TPU needed."""
+    from jax.experimental import topologies
+
+    kwargs = {"chip_config_name": "megacore"} if chip_generation(topology) in MEGACORE_CHIPS else {}
+    try:
+        desc = topologies.get_topology_desc(topology, platform="tpu", **kwargs)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the install hint
+        raise RuntimeError(f"cannot describe TPU topology {topology!r}: {type(exc).__name__}: {exc}. "
+                           "The TPU compiler comes from the libtpu wheel: "
+                           "pip install \"jax[tpu]==<your jax version>\"") from exc
+    return list(desc.devices)
+
+
+def ensure_cpu_devices(count: int) -> None:
+    """Ask for `count` fake host devices, when JAX's CPU backend has not started yet."""
+    flag = f"--xla_force_host_platform_device_count={count}"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = (flags + " " + flag).strip()
+
+
+def cpu_devices(count: int) -> list:
+    import jax
+
+    devices = jax.devices("cpu")
+    if len(devices) < count:
+        raise RuntimeError(f"{count} CPU devices requested but JAX has {len(devices)}: set "
+                           f"XLA_FLAGS=--xla_force_host_platform_device_count={count} before JAX starts")
+    return devices[:count]
+
+
+# ---------------------------------------------------------------------------------------------
+# Configurations and abstract inputs
+# ---------------------------------------------------------------------------------------------
+
+def tiny_config():
+    """A tiny random Qwen3-style architecture (vocabulary 128, 2 layers) for smoke tests."""
+    from opdlm_jax.models.config import ModelConfig
+
+    return ModelConfig(family="qwen3", vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=2,
+                       num_heads=4, num_kv_heads=2, head_dim=16, qk_norm=True, eos_token_ids=(1,),
+                       pad_token_id=0, mask_token_id=127)
+
+
+def model_configs(spec: AotSpec):
+    """(student, teacher) ModelConfigs: same architecture, the trainer's numerics."""
+    from opdlm_jax.presets import preset_config
+
+    numerics = dict(dtype=spec.dtype, param_dtype=spec.param_dtype, scan_layers=spec.scan_layers,
+                    remat_policy=spec.remat)
+    base = tiny_config().replace(**numerics) if spec.preset == TINY else preset_config(spec.preset, **numerics)
+    teacher = base.replace(param_dtype=spec.teacher_param_dtype or spec.param_dtype)
+    return base, teacher
+
+
+def step_config(spec: AotSpec, teacher_config):
+    """The recipe's step: block diffusion rollouts (block 4, <= 4 rounds, dynamic 0.9, T=1),
+    per-block state selection, top-k forward KL (reference form), K = batch / minibatch updates."""
+    from opdlm_jax.diffusion.config import SamplerConfig
+    from opdlm_jax.distill.opd_loss import LossConfig, output_vocab_limit
+    from opdlm_jax.generation.sampling import SamplingParams
+    from opdlm_jax.train.opd_step import StepConfig
+
+    div_kwargs = (("k", spec.topk),) if spec.divergence.startswith("topk") else ()
+    sampler = SamplerConfig(block_size=spec.block_size, steps_per_block=min(4, spec.block_size),
+                            strategy="low_confidence_dynamic", threshold=0.9,
+                            sampling=SamplingParams(temperature=1.0))
+    loss = LossConfig(block_size=spec.block_size, divergence=spec.divergence, divergence_kwargs=div_kwargs,
+                      chunk_size=spec.chunk_size, vocab_limit=output_vocab_limit(teacher_config))
+    stops = tuple(teacher_config.eos_token_ids) or (0,)
+    return StepConfig(sampler=sampler, loss=loss, max_new_tokens=spec.max_new_tokens,
+                      minibatch_size=spec.minibatch, mask_id=teacher_config.mask_token_id,
+                      pad_id=teacher_config.pad_token_id or 0, stop_ids=stops)
+
+
+def _with_shardings(tree, shardings):
+    import jax
+
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def per_device_bytes(tree) -> int:
+    """Bytes one device holds of a pytree of sharded ShapeDtypeStructs (even shardings)."""
+    import jax
+    import numpy as np
+
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        shape = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
+        total += math.prod(shape) * np.dtype(leaf.dtype).itemsize
+    return int(total)
+
+
+def _validate(spec: AotSpec, mesh) -> None:
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if spec.batch % spec.minibatch:
+        raise ValueError(f"batch={spec.batch} is not a multiple of minibatch={spec.minibatch}")
+    if spec.batch % ways:
+        raise ValueError(f"batch={spec.batch} is not divisible by mesh data x fsdp = {ways}")
+    if spec.prompt_len % spec.block_size or spec.max_new_tokens % spec.block_size:
+        raise ValueError(f"prompt_len={spec.prompt_len} and max_new_tokens={spec.max_new_tokens} must be "
+                         f"multiples of block_size={spec.block_size}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Compile and report
+# ---------------------------------------------------------------------------------------------
+
+_SIZE = r"([0-9.]+)\s*([KMGTP]i?B?|[KMGTP]|B)?"
+
+
+def _to_bytes(value: str, unit: str | None) -> int:
+    unit = (unit or "B").upper().rstrip("B").rstrip("I")
+    return int(float(value) * 1024 ** " KMGTP".index(unit or " "))
+
+
+def parse_hbm_oom(message: str) -> tuple[int | None, int | None]:
+    """(required, available) bytes from XLA's compile-time HBM OOM text, where it states them."""
+    m = re.search(r"[Uu]sed\s+" + _SIZE + r"\s+of\s+" + _SIZE + r"\s+hbm", message)
+    if m:
+        return _to_bytes(m.group(1), m.group(2)), _to_bytes(m.group(3), m.group(4))
+    m = re.search(r"[Ee]xceeded hbm capacity by\s+" + _SIZE, message)
+    if m:
+        return None, None
+    return None, None
+
+
+def is_hbm_oom(message: str) -> bool:
+    return any(marker in message for marker in _OOM_MARKERS)
+
+
+def _memory(compiled) -> dict:
+    ma = compiled.memory_analysis()
+    if ma is None:
+        return {}
+    if isinstance(ma, (list, tuple)):
+        ma = ma[0]
+    get = lambda name: int(getattr(ma, name, 0) or 0)  # noqa: E731
+    mem = dict(argument_bytes=get("argument_size_in_bytes"), output_bytes=get("output_size_in_bytes"),
+               alias_bytes=get("alias_size_in_bytes"), temp_bytes=get("temp_size_in_bytes"),
+               generated_code_bytes=get("generated_code_size_in_bytes"))
+    mem["total_bytes"] = (mem["argument_bytes"] + mem["output_bytes"] - mem["alias_bytes"]
+                          + mem["temp_bytes"] + mem["generated_code_bytes"])
+    return mem
+
+
+def _flops(compiled) -> float | None:
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        return None
+    return float(cost["flops"])
+
+
+def run_aot(spec: AotSpec, student_config=None, teacher_config=None) -> AotReport:
+    """Lower and compile the fused OPD step for `spec` (configs override the preset's)."""
+    import jax
+    import jax.numpy as jnp
+
+    from opdlm_jax.models.forward import init_params
+    from opdlm_jax.sharding import batch_sharding, make_mesh, param_shardings, replicated
+    from opdlm_jax.train.opd_step import init_train_state, make_opd_step, train_state_shardings
+    from opdlm_jax.train.optimizer import OptimizerConfig, make_optimizer
+
+    if student_config is None or teacher_config is None:
+        s_cfg, t_cfg = model_configs(spec)
+        student_config, teacher_config = student_config or s_cfg, teacher_config or t_cfg
+    if spec.platform == "tpu":
+        devices = tpu_topology_devices(spec.topology)
+    elif spec.platform == "cpu":
+        devices = cpu_devices(spec.cpu_devices)
+    else:
+        raise ValueError(f"platform={spec.platform!r}: expected 'tpu' or 'cpu'")
+    mesh = make_mesh(*spec.mesh, devices=devices)
+    _validate(spec, mesh)
+    hbm = chip_hbm_bytes(spec.topology, spec.hbm_gib)
+
+    k = spec.batch // spec.minibatch
+    optimizer = make_optimizer(OptimizerConfig(warmup_steps=5 * k, total_steps=483 * k))
+    key = jax.random.PRNGKey(0)
+    abstract_params = jax.eval_shape(lambda r: init_params(student_config, r), key)
+    abstract_state = jax.eval_shape(lambda p: init_train_state(p, optimizer), abstract_params)
+    abstract_teacher = jax.eval_shape(lambda r: init_params(teacher_config, r), key)
+    p_shard = param_shardings(student_config, mesh)
+    s_shard = train_state_shardings(abstract_state, p_shard, optimizer, mesh)
+    t_shard = param_shardings(teacher_config, mesh)
+    b_shard = batch_sharding(mesh, 2)
+    state_in = _with_shardings(abstract_state, s_shard)
+    teacher_in = _with_shardings(abstract_teacher, t_shard)
+    prompts = jax.ShapeDtypeStruct((spec.batch, spec.prompt_len), jnp.int32, sharding=b_shard)
+    valid = jax.ShapeDtypeStruct((spec.batch, spec.prompt_len), jnp.bool_, sharding=b_shard)
+    key_in = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=replicated(mesh))
+
+    student_bytes = per_device_bytes(state_in.params)
+    report = AotReport(
+        preset=spec.preset, platform=spec.platform, topology=spec.topology if spec.platform == "tpu" else
+        f"{spec.cpu_devices} fake CPU devices (HBM of {spec.topology})",
+        device_kind=str(getattr(devices[0], "device_kind", "?")), num_devices=len(devices),
+        mesh=dict(mesh.shape), num_params=student_config.num_params(),
+        shapes=dict(batch=spec.batch, minibatch=spec.minibatch, updates=k, prompt_len=spec.prompt_len,
+                    max_new_tokens=spec.max_new_tokens, block_size=spec.block_size),
+        numerics=dict(dtype=spec.dtype, param_dtype=spec.param_dtype,
+                      teacher_param_dtype=teacher_config.param_dtype, remat=spec.remat,
+                      scan_layers=spec.scan_layers, divergence=spec.divergence, chunk_size=spec.chunk_size),
+        status="error", hbm_bytes=hbm, student_params_bytes=student_bytes,
+        optimizer_state_bytes=per_device_bytes(state_in.opt_state) + per_device_bytes(state_in.step),
+        teacher_params_bytes=per_device_bytes(teacher_in))
+
+    step = make_opd_step(student_config, teacher_config, step_config(spec, teacher_config), optimizer,
+                         state_shardings=s_shard, teacher_shardings=t_shard, batch_sharding=b_shard, mesh=mesh)
+    t0 = time.perf_counter()
+    try:
+        lowered = step.lower(state_in, teacher_in, prompts, valid, key_in)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        report.error = f"lowering failed: {type(exc).__name__}: {exc}"
+        return report
+    report.lower_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    try:
+        compiled = lowered.compile(compiler_options=spec.resolved_compiler_options() or None)
+    except Exception as exc:  # noqa: BLE001 - an HBM OOM is a result, anything else an error
+        report.compile_seconds = time.perf_counter() - t0
+        message = f"{type(exc).__name__}: {exc}"
+        report.error = message[:4000]
+        if is_hbm_oom(message):
+            report.status = "oom"
+            required, available = parse_hbm_oom(message)
+            report.required_bytes = required
+            if available:
+                report.hbm_bytes = available
+        return report
+    report.compile_seconds = time.perf_counter() - t0
+    for name, value in _memory(compiled).items():
+        setattr(report, name, value)
+    report.flops = _flops(compiled)
+    return apply_budget(report, hbm)
+
+
+def apply_budget(report: AotReport, hbm_bytes: int) -> AotReport:
+    """Judge a compiled report against an HBM budget per chip: "fits", or an OOM with the
+    required bytes (on CPU "oom_simulated": the CPU compiler itself has no HBM limit)."""
+    report.hbm_bytes = int(hbm_bytes)
+    if report.total_bytes is None:
+        raise ValueError("the report has no memory analysis to judge")
+    if report.total_bytes > hbm_bytes:
+        report.status = "oom_simulated" if report.platform == "cpu" else "oom"
+        report.required_bytes = report.total_bytes
+    else:
+        report.status, report.required_bytes = "fits", None
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Table
+# ---------------------------------------------------------------------------------------------
+
+TABLE_HEADER = ("| preset | platform / topology | mesh (d,f,t) | student params | AdamW state | teacher params "
+                "| arguments | temporaries | total / HBM per chip | status | compile s |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def table_row(r: AotReport | dict) -> str:
+    d = r.to_dict() if isinstance(r, AotReport) else r
+    g = lambda b: "-" if b is None else f"{b / GIB:.2f}"  # noqa: E731
+    mesh = ",".join(str(v) for v in d["mesh"].values()) if d.get("mesh") else "-"
+    total = d.get("total_bytes") if d.get("total_bytes") is not None else d.get("required_bytes")
+    status = {"fits": "fits", "oom": "**OOM**", "oom_simulated": "**OOM (sim.)**"}.get(d["status"], "error")
+    comp = "-" if d.get("compile_seconds") is None else f"{d['compile_seconds']:.0f}"
+    topo = d["topology"] if d["platform"] == "tpu" else f"cpu x{d['num_devices']}"
+    return (f"| {d['preset']} | {d['platform']} {topo} | {mesh} | {g(d.get('student_params_bytes'))} "
+            f"| {g(d.get('optimizer_state_bytes'))} | {g(d.get('teacher_params_bytes'))} "
+            f"| {g(d.get('argument_bytes'))} | {g(d.get('temp_bytes'))} "
+            f"| {g(total)} / {g(d.get('hbm_bytes'))} | {status} | {comp} |")
+
+
+def table(reports: Sequence[AotReport | dict]) -> str:
+    return "\n".join([TABLE_HEADER] + [table_row(r) for r in reports]) + "\n(sizes in GiB per chip)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+def parse_mesh(text: str) -> tuple[int, int, int]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"--mesh {text!r}: expected data,fsdp,tensor (e.g. 1,-1,1)")
+    try:
+        return tuple(int(p) for p in parts)  # type: ignore[return-value]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--mesh {text!r}: {exc}") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m opdlm_jax.aot", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="qwen3-0.6b", help=f"a preset of opdlm_jax.presets or {TINY!r}")
+    p.add_argument("--all-presets", action="store_true",
+                   help=f"run {', '.join(QWEN3_PRESETS)}, one subprocess each (see --timeout)")
+    p.add_argument("--topology", default="v5p:2x2x1",
+                   help="TPU slice, e.g. v5p:2x2x1 (v5p-8), v6e:2x4, v5e:2x2, v4:2x2x1")
+    p.add_argument("--platform", choices=("tpu", "cpu"), default="tpu")
+    p.add_argument("--cpu-devices", type=int, default=8, help="fake host devices for --platform cpu")
+    p.add_argument("--mesh", type=parse_mesh, default=(1, -1, 1), help="data,fsdp,tensor (default 1,-1,1)")
+    p.add_argument("--batch", type=int, default=RECIPE["batch"])
+    p.add_argument("--minibatch", type=int, default=RECIPE["minibatch"])
+    p.add_argument("--prompt-len", type=int, default=RECIPE["prompt_len"])
+    p.add_argument("--max-new-tokens", type=int, default=RECIPE["max_new_tokens"])
+    p.add_argument("--block-size", type=int, default=RECIPE["block_size"])
+    p.add_argument("--dtype", default="bfloat16", help="compute dtype")
+    p.add_argument("--param-dtype", default="float32", help="student master weights / AdamW moments")
+    p.add_argument("--teacher-param-dtype", default=None, help="default: --param-dtype (as the trainer)")
+    p.add_argument("--remat", default="full", choices=("none", "full", "dots", "dots_with_no_batch_dims"))
+    p.add_argument("--no-scan-layers", dest="scan_layers", action="store_false")
+    p.add_argument("--divergence", default="topk_forward_kl_reference")
+    p.add_argument("--topk", type=int, default=16)
+    p.add_argument("--chunk-size", type=int, default=512, help="sequence chunk of the loss's vocab projection")
+    p.add_argument("--hbm-gib", type=float, default=None, help="HBM budget per chip (default: the chip's)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per preset with --all-presets")
+    p.add_argument("--json", action="store_true", help="print one JSON object per configuration")
+    p.add_argument("--markdown", action="store_true", help="also print a markdown table")
+    return p
+
+
+def spec_from_args(args, preset: str | None = None) -> AotSpec:
+    return AotSpec(preset=preset or args.preset, topology=args.topology, platform=args.platform,
+                   cpu_devices=args.cpu_devices, mesh=tuple(args.mesh), batch=args.batch,
+                   minibatch=args.minibatch, prompt_len=args.prompt_len, max_new_tokens=args.max_new_tokens,
+                   block_size=args.block_size, dtype=args.dtype, param_dtype=args.param_dtype,
+                   teacher_param_dtype=args.teacher_param_dtype, remat=args.remat, scan_layers=args.scan_layers,
+                   divergence=args.divergence, topk=args.topk, chunk_size=args.chunk_size, hbm_gib=args.hbm_gib)
+
+
+def _child_argv(argv: Sequence[str], preset: str) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--all-presets" or a in ("--json", "--markdown"):
+            continue
+        if a in ("--preset", "--timeout"):
+            skip = True
+            continue
+        if a.startswith(("--preset=", "--timeout=")):
+            continue
+        out.append(a)
+    return out + ["--preset", preset, "--json"]
+
+
+def _run_child(argv: Sequence[str], preset: str, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "opdlm_jax.aot", *_child_argv(argv, preset)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"preset": preset, "status": "error", "error": f"timed out after {timeout:.0f} s (not compiled)",
+                "wall_seconds": time.perf_counter() - t0}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            result = json.loads(line)
+            result["wall_seconds"] = time.perf_counter() - t0
+            return result
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+    return {"preset": preset, "status": "error", "error": f"exit {proc.returncode}: " + " | ".join(tail),
+            "wall_seconds": time.perf_counter() - t0}
+
+
+def _print(result: dict | AotReport, as_json: bool) -> None:
+    if as_json:
+        d = result.to_dict() if isinstance(result, AotReport) else result
+        print(json.dumps(d), flush=True)
+    elif isinstance(result, AotReport):
+        print(result.summary(), flush=True)
+    elif "mesh" in result and "num_devices" in result:
+        print(AotReport(**{k: v for k, v in result.items() if k in AotReport.__dataclass_fields__}).summary(),
+              flush=True)
+    else:
+        print(f"{result['preset']}: FAILED: {result.get('error')}", flush=True)
+
+
+def _exit_code(statuses: Sequence[str]) -> int:
+    if any(s == "error" for s in statuses):
+        return EXIT_ERROR
+    return EXIT_OOM if any(s.startswith("oom") for s in statuses) else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.all_presets:
+        results = []
+        for preset in QWEN3_PRESETS:
+            result = _run_child(argv, preset, args.timeout)
+            results.append(result)
+            _print(result, args.json)
+        if args.markdown or not args.json:
+            rows = [r for r in results if "mesh" in r]
+            print(table(rows))
+            for r in results:
+                if "mesh" not in r:
+                    print(f"{r['preset']}: {r.get('error')}")
+        return _exit_code([r["status"] for r in results])
+    if args.platform == "cpu":
+        ensure_cpu_devices(args.cpu_devices)
+    # The TPU compiler runs inside the CPU-platform process; keep JAX from probing for a real TPU.
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    report = run_aot(spec_from_args(args))
+    _print(report, args.json)
+    if args.markdown:
+        print(table([report]))
+    return _exit_code([report.status])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The trainer's configuration (ml_collections), its defaults and start-up validation."""
+from __future__ import annotations
+
+import ml_collections
+
+METHODS = {
+    # method: (rollout source, state selection, objective)
+    "opdlm": ("student", None, "kl"),  # selection from config.selection (per_block by default)
+    "opdlm_off": ("student", "random", "kl"),  # own rollouts, random masking (Table 4)
+    "off_policy": ("teacher", "random", "kl"),  # teacher responses, teacher soft targets (Table 4)
+    "sft": ("teacher", "random", "bd3lm"),  # BD3LM loss on teacher responses (Tables 10-11)
+    "corpus": ("given", "random", "bd3lm"),  # BD3LM loss on a text corpus (SDAR-style)
+}
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.method = "opdlm"
+    c.teacher = "smollm2-135m"  # HF dir, .gguf file or preset; the frozen AR teacher
+    c.teacher_dir = ""  # a local HF directory for a preset without bundled weights (Qwen3)
+    c.student = ""  # student init; empty = the teacher's weights (the OPDLM conversion)
+    c.dtype = "float32"  # compute dtype; params stay param_dtype (float32 master weights)
+    c.param_dtype = "float32"
+    c.scan_layers = True
+    c.remat_policy = "none"
+    c.seed = 0
+    c.steps = 30  # RL steps (rollout batches)
+    c.batch_size = 8  # prompts per RL step
+    c.minibatch_size = 8  # K = batch_size / minibatch_size optimizer updates per RL step
+    c.selection = "per_block"
+    c.data = ml_collections.ConfigDict(dict(
+        train="", heldout="", backend="grain", max_prompt_tokens=256, on_too_long="skip",
+        data_dir="", corpus="shakespeare", prompt_bucket=16))
+    c.rollout = ml_collections.ConfigDict(dict(
+        block_size=4, steps_per_block=4, strategy="low_confidence_dynamic", threshold=0.9,
+        temperature=1.0, top_k=0, top_p=1.0, alignment="same_position"))
+    c.curriculum = ml_collections.ConfigDict(dict(
+        start=100, end=4000, ramp_steps=100, ramp="cosine", bucket=64,
+        domain_caps=ml_collections.ConfigDict(dict(math=4096, code=2048, chat=2048, science=1024))))
+    c.loss = ml_collections.ConfigDict(dict(
+        divergence="forward_kl", topk=16, beta=0.5, normalisation="sequence", chunk_size=64))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        learning_rate=1e-5, end_learning_rate=1e-6, warmup_rl_steps=5, b1=0.9, b2=0.999, eps=1e-8,
+        weight_decay=0.0, clip_norm=1.0))
+    # devices: 0 = every device in a Mesh(data, fsdp, tensor); 1 = one device, no mesh.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, devices=0))
+    c.log_every = 1
+    c.eval_every = 0  # 0 = only at the end
+    c.checkpoint_every = 10
+    c.keep_checkpoints = 3
+    c.async_checkpoints = True
+    c.tensorboard = True
+    return c
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def validate_config(c: ml_collections.ConfigDict) -> None:
+    """Reject invalid combinations at start-up, naming the fields."""
+    if c.method not in METHODS:
+        raise ConfigError(f"method={c.method!r}: expected one of {sorted(METHODS)}")
+    b = c.rollout.block_size
+    if b < 1:
+        raise ConfigError(f"rollout.block_size={b} must be >= 1")
+    for field in ("start", "end", "bucket"):
+        value = c.curriculum[field]
+        if field != "bucket" and value % b:
+            raise ConfigError(f"rollout.block_size={b} does not divide curriculum.{field}={value} "
+                              "(the length budget)")
+    if c.curriculum.start > c.curriculum.end:
+        raise ConfigError(f"curriculum.start={c.curriculum.start} > curriculum.end={c.curriculum.end}")
+    if c.batch_size % c.minibatch_size:
+        raise ConfigError(f"minibatch_size={c.minibatch_size} does not divide batch_size={c.batch_size}")
+    if not 0.0 <= c.rollout.threshold <= 1.0:
+        raise ConfigError(f"rollout.threshold={c.rollout.threshold} is outside [0, 1]")
+    if c.method in ("opdlm", "opdlm_off", "off_policy", "sft") and not c.data.train:
+        raise ConfigError(f"method={c.method!r} needs data.train (a prompt file)")
+    if c.steps < 1:
+        raise ConfigError(f"steps={c.steps} must be >= 1")
