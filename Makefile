@@ -5,9 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORE := $(VENV)/.installed-core
 TEST := $(VENV)/.installed-test
-DEMO_ARGS ?=
+DEMO_ARG ?=
+DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-quick chat test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +28,13 @@ $(TEST): $(CORE)
 install: $(CORE)
 
 demo: $(CORE)
-	$(BIN)/python -m experiments.chat_demo $(DEMO_ARGS)
+	$(BIN)/python -m experiments.main --config experiments/configs/demo.py$(DEMO_ARG) --workdir $(DEMO_DIR)
+
+demo-quick: $(CORE)
+	$(BIN)/python -m experiments.main --config experiments/configs/demo.py:quick --workdir runs/demo-quick
+
+chat: $(CORE)
+	$(BIN)/python -m experiments.chat_demo
 
 test: $(TEST)
 	$(BIN)/python -m pytest

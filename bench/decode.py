@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -319,6 +320,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timed alternating rounds per batch (>= 5)")
     p.add_argument("--uncached-batches", default="1", help="batches that also run (d)")
     p.add_argument("--uncached-repeats", type=int, default=2, help="rounds in which (d) runs")
+    p.add_argument("--torch2-rounds-large", type=int, default=0,
+                   help="if > 0: at B > 1, (e) runs in only this many rounds (it is very slow under "
+                        "CPU contention); 0 = every round")
+    p.add_argument("--state", default="/tmp/opdlm_bench_decode_state.json",
+                   help="per-batch results are saved here as they complete")
+    p.add_argument("--resume", action="store_true", help="reuse the batches already in --state")
     p.add_argument("--stop-batch", type=int, default=8, help="batch of the run with real stop tokens")
     p.add_argument("--stop-repeats", type=int, default=5)
     p.add_argument("--probe-repeats", type=int, default=7)
@@ -358,7 +365,17 @@ def main(argv=None) -> int:
     by_key = {d.key: d for d in decs}
 
     results = {}  # batch -> dict
+    settings = dict(new_tokens=args.new_tokens, repeats=args.repeats, prompts=prompts)
+    if args.resume and Path(args.state).exists():
+        saved = json.loads(Path(args.state).read_text())
+        if saved.get("settings") == settings:
+            results = {int(k): v for k, v in saved["results"].items() if int(k) in batches}
+            print(f"resuming: batches {sorted(results)} from {args.state}", flush=True)
+        else:
+            print(f"not resuming: {args.state} was made with other settings", flush=True)
     for batch in batches:
+        if batch in results:
+            continue
         active = [d for d in decs if d.key != "d" or batch in uncached_batches]
         warm = {}
         for d in active:  # compile (ours: ahead of time, reported) and one excluded warm-up run
@@ -373,6 +390,8 @@ def main(argv=None) -> int:
             print(f"[B={batch}] warm-up {d.key}: compile {info['compile']:.1f}s, first run "
                   f"{info['seconds']:.2f}s", flush=True)
         only_first = {"d": args.uncached_repeats} if "d" in {d.key for d in active} else {}
+        if args.torch2_rounds_large > 0 and batch > 1:
+            only_first[TORCH] = args.torch2_rounds_large
         walls = {d.key: [] for d in active}
 
         def on_round(i, seen, batch=batch):
@@ -385,6 +404,7 @@ def main(argv=None) -> int:
                                  args.repeats, only_first=only_first, on_round=on_round)
         results[batch] = dict(times=times, walls=walls, warm=warm,
                               info={d.key: runner.last[(d.key, batch, False)] for d in active})
+        Path(args.state).write_text(json.dumps(dict(settings=settings, results=results)))
 
     # Real stop tokens: tokens per round as a chat user sees it (ours only; AR is 1 by definition).
     stop_rows, stop_times = {}, {}
@@ -417,6 +437,7 @@ def main(argv=None) -> int:
         print(f"[probe B={batch}] " + ", ".join(f"{n}: {common.summarize(t).median * 1e3:.1f} ms"
                                                 for n, t in ptimes.items()), flush=True)
 
+    results = dict(sorted(results.items()))
     runtime = time.perf_counter() - t_start
     env_end_load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     report = build_report(args, env, env_end_load, ceiling, torch_how, results, stop_rows, stop_times,
@@ -505,10 +526,16 @@ def build_report(args, env, end_load, ceiling, torch_how, results, stop_rows, st
                "(transformers: generation steps). tokens/round = generated tokens / sum over sequences "
                "of the rounds in which each had masked tokens (AR: 1).")
     unc = [b for b in results if "d" in results[b]["times"]]
-    out.append(f"(d), the uncached reference, recomputes the whole buffer every round and ran in only the "
-               f"first {args.uncached_repeats} rounds at B={','.join(map(str, unc)) or '-'} (fewer runs "
-               "than the 5 the guide asks for, to keep the run short); its per-forward cost is in the "
-               "forward-pass table.")
+    out.append(f"(d), the uncached reference, recomputes the whole buffer every round; it ran only at "
+               f"B={','.join(map(str, unc)) or '-'} and in only the first {args.uncached_repeats} rounds "
+               "(fewer runs than the 5 the guide asks for, to keep the run short); its per-forward cost "
+               "is in the forward-pass table.")
+    few = [(b, len(r["times"][TORCH])) for b, r in results.items() if len(r["times"][TORCH]) < args.repeats]
+    if few:
+        out.append("(e), transformers on 2 threads, ran in fewer rounds at " + ", ".join(
+            f"B={b} ({k} run{'s' if k > 1 else ''})" for b, k in few) + ": under this machine's load "
+                   "one 128-token run took minutes (OpenMP threads of a 2-thread pool waiting for each "
+                   "other on 2 busy cores), so its ratios there rest on those pairs only.")
     out.append("")
 
     # Host overhead: wall of the API call vs the decode seconds it reports.

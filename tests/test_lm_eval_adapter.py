@@ -64,11 +64,10 @@ def test_generate_until_and_records(lm):
     assert lm.last_generation_stats["tokens_per_round"] == 1.0
     # `until` cuts the text at the earliest stop string (greedy decoding is deterministic).
     text = next((t for t in full if len(t) >= 2), None)
-    if text is not None:
-        prompt = prompts[full.index(text)]
-        stop = text[1]
-        cut = lm.generate_until([Instance("generate_until", {}, (prompt, {"until": [stop, "\u0000"]}), 0)])
-        assert cut == [text[:text.find(stop)]]
+    assert text is not None, full
+    prompt, stop = prompts[full.index(text)], text[1]
+    cut = lm.generate_until([Instance("generate_until", {}, (prompt, {"until": [stop, "\u0000"]}), 0)])
+    assert cut == [text[:text.find(stop)]]
     records = read_records(lm.records_path)
     assert len(records) >= 3
     assert {r.settings.strategy for r in records} == {"low_confidence_static"}

