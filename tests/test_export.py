@@ -1,0 +1,61 @@
+"""A training run's checkpoint decodes with the generate command and exports to a HF directory
+that transformers loads, with causal logits equal to ours."""
+import io
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from opdlm_jax import forward, generate
+from opdlm_jax.export import main as export_main
+from opdlm_jax.train.checkpointing import load_model_from_run
+from tests_configs_loader import load_config
+from tiny_hf import make_tiny_hf_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from opdlm_jax.train.loop import train
+
+    base = tmp_path_factory.mktemp("export")
+    config = load_config(ROOT / "tests/configs/tiny_train.py")
+    config.teacher = str(make_tiny_hf_dir(base / "teacher"))
+    config.data.train = str(ROOT / "experiments/data/demo_prompts/heldout.jsonl")
+    config.data.max_prompt_tokens = 512
+    config.steps = 2
+    train(config, base / "run", progress=False)
+    return base / "run"
+
+
+def test_generate_decodes_from_the_checkpoint(run_dir):
+    args = generate.build_parser().parse_args(
+        ["--checkpoint", str(run_dir), "--prompt", "Hello", "--chat", "--max-new-tokens", "8", "--json"])
+    out = io.StringIO()
+    assert generate.run(args, out=out) == 0
+    record = json.loads(out.getvalue().splitlines()[0])
+    assert 1 <= len(record["token_ids"]) <= 8
+
+
+def test_export_loads_in_transformers_with_equal_logits(run_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert export_main(["--checkpoint", str(run_dir), "--out", str(tmp_path / "hf")]) == 0
+    ours = load_model_from_run(run_dir)
+    trained = jax.tree.map(np.asarray, ours.params)
+    base_leaves = load_model_from_run(run_dir, step=1).params
+    assert any(not np.array_equal(a, np.asarray(b)) for a, b in
+               zip(jax.tree.leaves(trained), jax.tree.leaves(base_leaves)))  # step 2 differs from step 1
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32,
+                                              attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert tok.convert_tokens_to_ids("<|mask|>") == ours.mask_token_id
+    tokens = np.array([tok.encode("The quick brown fox jumps over the lazy dog.")])
+    with torch.no_grad():
+        ref = hf(torch.tensor(tokens)).logits.numpy()
+    mine = np.asarray(forward(ours.config, ours.params, tokens, mode="causal"))
+    assert np.abs(ref - mine).max() <= 1e-4
