@@ -74,9 +74,9 @@ class AotSpec:
     teacher_param_dtype: str | None = None  # None: same as param_dtype (what the trainer does)
     remat: str = "full"
     scan_layers: bool = True
-    divergence: str = "topk_forward_kl_reference"
+    divergence: str | None = None  # None: the recipe's choice for the preset (recipe_loss)
     topk: int = 16
-    chunk_size: int = 512
+    chunk_size: int | None = None  # None: the recipe's (256)
     hbm_gib: float | None = None  # None: the chip's HBM (CHIP_HBM_GIB)
     # XLA options for .compile(); on the CPU backend default_compiler_options() lowers the LLVM
     # optimisation level (buffer assignment, hence the memory report, does not depend on it).
@@ -198,6 +198,9 @@ def tpu_topology_devices(topology: str) -> list:
     """Compile-only devices of a TPU slice (one per chip), from the libtpu wheel; no TPU needed."""
     from jax.experimental import topologies
 
+    # Compile-only use never opens a chip: let several such processes (or one beside a training
+    # run on a TPU VM) share libtpu instead of failing on its /tmp/libtpu_lockfile.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     kwargs = {"chip_config_name": "megacore"} if chip_generation(topology) in MEGACORE_CHIPS else {}
     try:
         desc = topologies.get_topology_desc(topology, platform="tpu", **kwargs)
@@ -248,6 +251,26 @@ def model_configs(spec: AotSpec):
     base = tiny_config().replace(**numerics) if spec.preset == TINY else preset_config(spec.preset, **numerics)
     teacher = base.replace(param_dtype=spec.teacher_param_dtype or spec.param_dtype)
     return base, teacher
+
+
+def recipe_loss(preset: str) -> tuple[str, int]:
+    """(divergence, chunk_size) of `experiments/configs/common.recipe` for a preset: top-k forward
+    KL (k=16, the reference's form) for 4B/8B, full-vocabulary forward KL for 0.6B/1.7B; chunk 256."""
+    try:
+        from experiments.configs.common import recipe
+    except ImportError:  # the library installed without the experiments package
+        return ("topk_forward_kl_reference" if preset in ("qwen3-4b", "qwen3-8b") else "forward_kl"), 256
+    if preset not in QWEN3_PRESETS:
+        return "forward_kl", recipe("qwen3-0.6b").loss.chunk_size
+    c = recipe(preset)
+    return c.loss.divergence, c.loss.chunk_size
+
+
+def resolve_loss(spec: AotSpec) -> AotSpec:
+    """The spec with divergence and chunk size filled in from the recipe where left as None."""
+    divergence, chunk = recipe_loss(spec.preset)
+    return dataclasses.replace(spec, divergence=spec.divergence or divergence,
+                               chunk_size=spec.chunk_size or chunk)
 
 
 def step_config(spec: AotSpec, teacher_config):
@@ -312,14 +335,18 @@ def _to_bytes(value: str, unit: str | None) -> int:
 
 
 def parse_hbm_oom(message: str) -> tuple[int | None, int | None]:
-    """(required, available) bytes from XLA's compile-time HBM OOM text, where it states them."""
-    m = re.search(r"[Uu]sed\s+" + _SIZE + r"\s+of\s+" + _SIZE + r"\s+hbm", message)
-    if m:
-        return _to_bytes(m.group(1), m.group(2)), _to_bytes(m.group(3), m.group(4))
-    m = re.search(r"[Ee]xceeded hbm capacity by\s+" + _SIZE, message)
-    if m:
+    """(required, available) bytes per chip from XLA's compile-time HBM OOM text, or Nones.
+
+    Two forms are known: "the total memory required for HLO temporaries (176.47G) exceeds
+    available HBM (95.74G)" (libtpu 0.0.42: the figure is the temporaries alone) and "Used
+    120.50G of 95.74G hbm". XLA prints binary units ("G" = GiB)."""
+    m = re.search(r"required for HLO temporaries \(" + _SIZE + r"\) exceeds available HBM \(" + _SIZE + r"\)",
+                  message)
+    if m is None:
+        m = re.search(r"[Uu]sed\s+" + _SIZE + r"\s+of\s+" + _SIZE + r"\s+hbm", message)
+    if m is None:
         return None, None
-    return None, None
+    return _to_bytes(m.group(1), m.group(2)), _to_bytes(m.group(3), m.group(4))
 
 
 def is_hbm_oom(message: str) -> bool:
@@ -363,6 +390,7 @@ def run_aot(spec: AotSpec, student_config=None, teacher_config=None) -> AotRepor
     from opdlm_jax.train.opd_step import init_train_state, make_opd_step, train_state_shardings
     from opdlm_jax.train.optimizer import OptimizerConfig, make_optimizer
 
+    spec = resolve_loss(spec)
     if student_config is None or teacher_config is None:
         s_cfg, t_cfg = model_configs(spec)
         student_config, teacher_config = student_config or s_cfg, teacher_config or t_cfg
@@ -426,6 +454,11 @@ def run_aot(spec: AotSpec, student_config=None, teacher_config=None) -> AotRepor
         if is_hbm_oom(message):
             report.status = "oom"
             required, available = parse_hbm_oom(message)
+            if "HLO temporaries" in message and required is not None:
+                # XLA names the temporaries; the arguments (known from the shardings) come on top.
+                report.temp_bytes = required
+                required += (report.student_params_bytes + report.optimizer_state_bytes
+                             + report.teacher_params_bytes)
             report.required_bytes = required
             if available:
                 report.hbm_bytes = available
@@ -513,9 +546,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-param-dtype", default=None, help="default: --param-dtype (as the trainer)")
     p.add_argument("--remat", default="full", choices=("none", "full", "dots", "dots_with_no_batch_dims"))
     p.add_argument("--no-scan-layers", dest="scan_layers", action="store_false")
-    p.add_argument("--divergence", default="topk_forward_kl_reference")
-    p.add_argument("--topk", type=int, default=16)
-    p.add_argument("--chunk-size", type=int, default=512, help="sequence chunk of the loss's vocab projection")
+    p.add_argument("--divergence", default=None,
+                   help="default: the recipe's (experiments/configs/common.py): topk_forward_kl_reference "
+                        "for 4B/8B, forward_kl for 0.6B/1.7B")
+    p.add_argument("--topk", type=int, default=16, help="k of the top-k divergences")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="sequence chunk of the loss's vocabulary projection (default: the recipe's, 256)")
     p.add_argument("--hbm-gib", type=float, default=None, help="HBM budget per chip (default: the chip's)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per preset with --all-presets")
     p.add_argument("--json", action="store_true", help="print one JSON object per configuration")
@@ -606,6 +642,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_cpu_devices(args.cpu_devices)
     # The TPU compiler runs inside the CPU-platform process; keep JAX from probing for a real TPU.
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    if args.platform == "tpu":
+        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     report = run_aot(spec_from_args(args))
     _print(report, args.json)
     if args.markdown:

@@ -97,6 +97,11 @@ def test_parse_tpu_compile_oom_message():
     assert aot.is_hbm_oom(message)
     required, available = aot.parse_hbm_oom(message)
     assert required == int(120.50 * aot.GIB) and available == int(95.74 * aot.GIB)
+    # libtpu 0.0.42's wording (measured: Qwen3-4B at the recipe's shapes on v5p:2x2x1).
+    message = ("JaxRuntimeError: RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for "
+               "HLO temporaries (176.47G) exceeds available HBM (95.74G).")
+    assert aot.is_hbm_oom(message)
+    assert aot.parse_hbm_oom(message) == (int(176.47 * aot.GIB), int(95.74 * aot.GIB))
     assert aot.parse_hbm_oom("RESOURCE_EXHAUSTED: something else") == (None, None)
     assert not aot.is_hbm_oom("INVALID_ARGUMENT: bad sharding")
 

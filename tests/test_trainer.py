@@ -168,3 +168,19 @@ def test_nan_loss_stops_with_the_step_and_last_checkpoint_restores(assets, tmp_p
     assert final_params(tmp_path / "nan", step=2) is not None
     steps = sorted(int(p.name) for p in (tmp_path / "nan" / "checkpoints").iterdir() if p.name.isdigit())
     assert steps == [1, 2]
+
+
+@pytest.mark.parametrize("method", ["corpus", "off_policy", "sft", "opdlm_off"])
+def test_baselines_run_one_step(assets, tmp_path, method):
+    from opdlm_jax.train import loop
+    from tests_configs_loader import load_config
+
+    config = load_config(ROOT / "tests/configs/tiny_train.py", method)
+    config.teacher, config.data.train = str(assets[0]), str(assets[1])
+    config.data.corpus = "pydoc"
+    config.steps = 1
+    out = loop.train(config, tmp_path / method, progress=False)
+    m = out["metrics"]
+    assert m["rl_step"] == 1 and np.isfinite(m["loss"]) and m["loss"] > 0
+    assert m["tokens"] > 0 and m["paper_flops"] > 0 and m["full_flops"] > m["paper_flops"]
+    assert (tmp_path / method / "checkpoints" / "1").is_dir()

@@ -18,7 +18,7 @@ def get_config(arg: str = ""):
     c.experiment = "demo"
     c.train = toy(recipe("qwen3-0.6b"))
     c.train.scan_layers = True
-    c.train.steps = 2 if quick else 12
+    c.train.steps = 2 if quick else 10
     c.train.batch_size = c.train.minibatch_size = 4 if quick else 8
     c.train.curriculum.update(start=16 if quick else 32, end=16 if quick else 32, bucket=16 if quick else 32)
     c.train.checkpoint_every = c.train.steps
@@ -29,8 +29,8 @@ def get_config(arg: str = ""):
     if quick:
         runs = runs[:2]
     c.runs = [ml_collections.ConfigDict(dict(name=n, method=m, alignment=a)) for n, m, a in runs]
-    c.eval = ml_collections.ConfigDict(dict(n_math=8 if quick else 24, n_chat=4 if quick else 12,
+    c.eval = ml_collections.ConfigDict(dict(n_math=8 if quick else 20, n_chat=4 if quick else 8,
                                             max_new_tokens=16 if quick else 32))
     c.sweep = ml_collections.ConfigDict(dict(run="" if quick else "opdlm_shifted",
-                                             thresholds=[0.7, 0.8, 0.9, 0.95], block_sizes=[8]))
+                                             thresholds=[0.7, 0.9], block_sizes=[8]))
     return c
