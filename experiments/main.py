@@ -30,6 +30,9 @@ def main(argv) -> None:
     config = _CONFIG.value
     if config is None or not _WORKDIR.value:
         sys.exit("error: --config and --workdir are required")
+    from opdlm_jax.sharding import initialize_distributed
+
+    initialize_distributed()  # a no-op on one host; joins the other workers on a TPU pod slice
     workdir = Path(_WORKDIR.value)
     print("config:\n" + str(config))
     print(f"devices: {jax.device_count()} x {jax.devices()[0].platform} "

@@ -644,7 +644,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     if args.platform == "tpu":
         os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-    report = run_aot(spec_from_args(args))
+    try:
+        report = run_aot(spec_from_args(args))
+    except (RuntimeError, ValueError) as exc:  # no libtpu, a bad mesh or shape: one clear line
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     _print(report, args.json)
     if args.markdown:
         print(table([report]))

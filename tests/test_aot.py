@@ -120,3 +120,9 @@ def test_tpu_topology_compile():
     report = aot.run_aot(spec)
     assert report.status == "fits", report.error
     assert report.num_devices == 4 and report.temp_bytes > 0
+
+
+def test_bad_mesh_is_one_clear_error(capsys):
+    code = aot.main(["--preset", "tiny", "--platform", "cpu", "--mesh", "1,3,1"])
+    assert code == aot.EXIT_ERROR
+    assert "error: mesh data=1 x fsdp=3 x tensor=1 = 3 devices, but 8 devices" in capsys.readouterr().err
