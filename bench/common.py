@@ -112,21 +112,36 @@ def pair_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> tup
     return ratios, summarize(ratios)
 
 
-def matmul_ceiling(n: int = 2048, repeats: int = MIN_REPEATS) -> dict[str, dict]:
-    """Measured matmul FLOP/s (2 n^3 / time) in float32, and bfloat16 inputs accumulated in float32."""
+CEILING_DTYPES = ("float32", "bfloat16->float32")
+
+
+def ceiling_candidates(n: int = 2048) -> dict[str, tuple[Callable, float]]:
+    """label -> (a call running one n x n x n matmul, its FLOPs 2 n^3), for float32 and for
+    bfloat16 inputs with float32 accumulation (`preferred_element_type`). Usable inside an
+    `alternate` loop so that the ceiling is measured next to what it is compared with."""
     import jax
     import jax.numpy as jnp
 
     ka, kb = jax.random.split(jax.random.PRNGKey(0))
+    mm = jax.jit(lambda x, y: jax.lax.dot(x, y, preferred_element_type=jnp.float32))
     out = {}
-    for label, dtype in (("float32", jnp.float32), ("bfloat16->float32", jnp.bfloat16)):
+    for label, dtype in zip(CEILING_DTYPES, (jnp.float32, jnp.bfloat16)):
         a = jax.random.normal(ka, (n, n), jnp.float32).astype(dtype)
         b = jax.random.normal(kb, (n, n), jnp.float32).astype(dtype)
-        mm = jax.jit(lambda x, y: jax.lax.dot(x, y, preferred_element_type=jnp.float32))
-        t = time_repeated(lambda: mm(a, b), repeats)
-        flops = 2.0 * n ** 3
-        out[label] = dict(n=n, seconds=t.stats, flops_per_s=flops / t.stats.median,
-                          flops_per_s_best=flops / t.stats.min, compile_s=t.warmup_seconds)
+        out[label] = ((lambda a=a, b=b: mm(a, b)), 2.0 * n ** 3)
+    return out
+
+
+def matmul_ceiling(n: int = 2048, repeats: int = MIN_REPEATS) -> dict[str, dict]:
+    """Measured matmul FLOP/s (2 n^3 / time) in float32, and bfloat16 inputs accumulated in float32.
+    Returns label -> plain dict (n, runs, flops_per_s = at the median time, flops_per_s_best,
+    flops_per_s_worst, compile_s)."""
+    out = {}
+    for label, (fn, flops) in ceiling_candidates(n).items():
+        t = time_repeated(fn, repeats)
+        st = t.stats
+        out[label] = dict(n=n, runs=st.n, flops_per_s=flops / st.median, flops_per_s_best=flops / st.min,
+                          flops_per_s_worst=flops / st.max, compile_s=t.warmup_seconds)
     return out
 
 
