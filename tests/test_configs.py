@@ -75,13 +75,34 @@ def test_demo_and_sweep_configs_run_at_toy_size(tiny_teacher, tmp_path):
     demo = load_config(CONFIGS / "demo.py", "quick")
     _toy(demo.train, tiny_teacher)
     demo.runs = demo.runs[:1]
+    demo.seeds = [0, 1]
     demo.eval.update(n_math=2, n_chat=2, max_new_tokens=8)
     runners.run("demo", demo, tmp_path / "demo")
-    assert "untrained student" in (tmp_path / "demo" / "results.md").read_text()
+    results = (tmp_path / "demo" / "results.md").read_text()
+    assert "untrained student" in results and "(2) |" in results  # the trained row over 2 seeds
     assert (tmp_path / "demo" / "training_curves.png").exists()
+    for seed in (0, 1):
+        assert (tmp_path / "demo" / f"{demo.runs[0].name}-seed{seed}" / "metrics.jsonl").exists()
+    assert [load_config(CONFIGS / "demo.py", a).seeds for a in ("", "quick", "seeds")] == [[0], [0], [0, 1, 2]]
+    with pytest.raises(ValueError, match="demo.py takes"):
+        load_config(CONFIGS / "demo.py", "fast")
 
     sweep = load_config(CONFIGS / "fig3_parallelism.py", "toy")
-    sweep.run_dir = str(tmp_path / "demo" / demo.runs[0].name)
+    sweep.run_dir = str(tmp_path / "demo" / f"{demo.runs[0].name}-seed0")
     sweep.n_math, sweep.max_new_tokens, sweep.block_sizes = 2, 16, [4, 8]
     runners.run("sweep", sweep, tmp_path / "demo")
     assert (tmp_path / "demo" / "sweep.json").exists()
+
+
+def test_demo_runs_are_validated_before_anything_starts():
+    from experiments.demo import plan_runs
+
+    for arg, n in (("", 5), ("quick", 2), ("seeds", 6)):
+        planned = plan_runs(load_config(CONFIGS / "demo.py", arg))
+        assert len(planned) == n and len({label for label, _, _ in planned}) == n
+    demo = load_config(CONFIGS / "demo.py", "seeds")
+    assert [(label, c.seed) for label, _, c in plan_runs(demo)][:3] == [
+        ("opdlm_same_position-seed0", 0), ("opdlm_same_position-seed1", 1), ("opdlm_same_position-seed2", 2)]
+    demo.train.curriculum.end = 30
+    with pytest.raises(ConfigError, match="demo run opdlm_same_position-seed0: .*does not divide curriculum.end=30"):
+        plan_runs(demo)

@@ -2,6 +2,10 @@
 
     python -m experiments.main --config experiments/configs/demo.py --workdir runs/demo        # ~30 min
     python -m experiments.main --config experiments/configs/demo.py:quick --workdir runs/quick # ~5 min
+    python -m experiments.main --config experiments/configs/demo.py:seeds --workdir runs/seeds # ~30 min
+
+`:seeds` trains the two OPDLM rows (same-position and shifted) over seeds 0, 1, 2 at the full
+demo's budget, without the baselines and the sweep, so the table shows the spread next to the effect.
 
 OPDLM (same-position, the reference; shifted, an extra row) and the baselines of Table 4
 (OPDLM_off, Off-Policy) and Table 10 (SFT with the BD3LM loss), at the same budget, then the
@@ -13,6 +17,8 @@ from experiments.configs.common import recipe, toy
 
 
 def get_config(arg: str = ""):
+    if arg not in ("", "quick", "seeds"):
+        raise ValueError(f"demo.py takes '', 'quick' or 'seeds', got {arg!r}")
     quick = arg == "quick"
     c = ml_collections.ConfigDict()
     c.experiment = "demo"
@@ -26,11 +32,12 @@ def get_config(arg: str = ""):
     runs = [("opdlm_same_position", "opdlm", "same_position"), ("opdlm_shifted", "opdlm", "shifted"),
             ("opdlm_off", "opdlm_off", "same_position"), ("off_policy", "off_policy", "same_position"),
             ("sft_bd3lm", "sft", "same_position")]
-    if quick:
+    if quick or arg == "seeds":
         runs = runs[:2]
+    c.seeds = [0, 1, 2] if arg == "seeds" else [0]
     c.runs = [ml_collections.ConfigDict(dict(name=n, method=m, alignment=a)) for n, m, a in runs]
     c.eval = ml_collections.ConfigDict(dict(n_math=8 if quick else 20, n_chat=4 if quick else 8,
                                             max_new_tokens=16 if quick else 32))
-    c.sweep = ml_collections.ConfigDict(dict(run="" if quick else "opdlm_shifted",
+    c.sweep = ml_collections.ConfigDict(dict(run="" if arg else "opdlm_shifted",
                                              thresholds=[0.7, 0.9], block_sizes=[8]))
     return c
