@@ -59,3 +59,13 @@ def test_export_loads_in_transformers_with_equal_logits(run_dir, tmp_path):
         ref = hf(torch.tensor(tokens)).logits.numpy()
     mine = np.asarray(forward(ours.config, ours.params, tokens, mode="causal"))
     assert np.abs(ref - mine).max() <= 1e-4
+
+
+def test_export_parity_report_on_a_run(run_dir, tmp_path):
+    from experiments.export_parity import compare
+
+    rows = compare(str(run_dir), str(tmp_path / "hf"), prompts=("Hello", "What is 2 + 2?"))
+    assert len(rows) == 2
+    for r in rows:
+        assert r["ours_vs_hf32"] <= 1e-4 and r["ours_vs_hf64"] <= 1e-4  # float32, tiny model
+        assert r["hf32_vs_hf64"] < 1e-4 and r["max_abs_logit"] > 0
