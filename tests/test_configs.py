@@ -97,7 +97,7 @@ def test_demo_and_sweep_configs_run_at_toy_size(tiny_teacher, tmp_path):
 def test_demo_runs_are_validated_before_anything_starts():
     from experiments.demo import plan_runs
 
-    for arg, n in (("", 5), ("quick", 2), ("seeds", 6)):
+    for arg, n in (("", 5), ("quick", 2), ("seeds", 6), ("seeds_baselines", 6)):
         planned = plan_runs(load_config(CONFIGS / "demo.py", arg))
         assert len(planned) == n and len({label for label, _, _ in planned}) == n
     demo = load_config(CONFIGS / "demo.py", "seeds")

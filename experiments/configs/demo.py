@@ -3,9 +3,11 @@
     python -m experiments.main --config experiments/configs/demo.py --workdir runs/demo        # ~30 min
     python -m experiments.main --config experiments/configs/demo.py:quick --workdir runs/quick # ~5 min
     python -m experiments.main --config experiments/configs/demo.py:seeds --workdir runs/seeds # ~30 min
+    python -m experiments.main --config experiments/configs/demo.py:seeds_baselines --workdir runs/seeds_b
 
 `:seeds` trains the two OPDLM rows (same-position and shifted) over seeds 0, 1, 2 at the full
-demo's budget, without the baselines and the sweep, so the table shows the spread next to the effect.
+demo's budget, without the baselines and the sweep, so the table shows the spread next to the effect;
+`:seeds_baselines` does the same for the Table 4 baselines (OPDLM_off, Off-Policy).
 
 OPDLM (same-position, the reference; shifted, an extra row) and the baselines of Table 4
 (OPDLM_off, Off-Policy) and Table 10 (SFT with the BD3LM loss), at the same budget, then the
@@ -17,8 +19,8 @@ from experiments.configs.common import recipe, toy
 
 
 def get_config(arg: str = ""):
-    if arg not in ("", "quick", "seeds"):
-        raise ValueError(f"demo.py takes '', 'quick' or 'seeds', got {arg!r}")
+    if arg not in ("", "quick", "seeds", "seeds_baselines"):
+        raise ValueError(f"demo.py takes '', 'quick', 'seeds' or 'seeds_baselines', got {arg!r}")
     quick = arg == "quick"
     c = ml_collections.ConfigDict()
     c.experiment = "demo"
@@ -34,7 +36,9 @@ def get_config(arg: str = ""):
             ("sft_bd3lm", "sft", "same_position")]
     if quick or arg == "seeds":
         runs = runs[:2]
-    c.seeds = [0, 1, 2] if arg == "seeds" else [0]
+    elif arg == "seeds_baselines":
+        runs = runs[2:4]
+    c.seeds = [0, 1, 2] if arg.startswith("seeds") else [0]
     c.runs = [ml_collections.ConfigDict(dict(name=n, method=m, alignment=a)) for n, m, a in runs]
     c.eval = ml_collections.ConfigDict(dict(n_math=8 if quick else 20, n_chat=4 if quick else 8,
                                             max_new_tokens=16 if quick else 32))
