@@ -4,7 +4,7 @@ Trains, at the same budget (RL steps x prompts x response length), the OPDLM stu
 reference's same-position alignment, and the shifted alignment as an extra row) and the
 baselines of Table 4 (OPDLM_off, Off-Policy) and Table 10 (SFT with the BD3LM loss); then evaluates
 the AR teacher, the untrained students and every trained student. Writes results.json,
-results.md, training-curve and threshold-sweep plots into the workdir and prints the table.
+results.md, training-curve, summary and threshold-sweep plots into the workdir and prints the table.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 
 from experiments.data.prompts import load_prompt_file
-from experiments.demo_report import write_plots, write_results
+from experiments.demo_report import write_plots, write_results, write_summary_plot
 from experiments.evaluation import build_eval_set, evaluate, threshold_sweep
 from opdlm_jax.loading import load_model
 from opdlm_jax.train.loop import build_setup, train
@@ -90,6 +90,7 @@ def run_demo(config, workdir: Path) -> dict:
                                 max_new_tokens=ev.max_new_tokens)
     write_results(workdir, rows, sweep, config)
     write_plots(workdir, run_dirs, sweep, config.sweep.run)
+    write_summary_plot(workdir, rows)
     _log(f"done in {(time.perf_counter() - t_start) / 60:.1f} min; results in {workdir}/results.md")
     print((Path(workdir) / "results.md").read_text())
     return {"rows": rows, "sweep": sweep}

@@ -111,3 +111,30 @@ def write_plots(workdir: Path, run_dirs: dict[str, Path], sweep: list | None, sw
         fig.tight_layout()
         fig.savefig(Path(workdir) / "threshold_sweep.png", dpi=110)
         plt.close(fig)
+
+
+def write_summary_plot(workdir: Path, rows: Sequence[dict]) -> None:
+    """summary.png: fixed-state KL and teacher NLL per model, mean with sample-sd error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = group_rows(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, (title, key) in zip(axes, (("held-out forward KL, fixed states", "fixed_state_kl"),
+                                       ("teacher NLL of own greedy answers", "teacher_nll"))):
+        names, means, sds = [], [], []
+        for name, group in groups:
+            xs = [r[key] for r in group if r.get(key) is not None and not math.isnan(r[key])]
+            if xs:
+                names.append(name)
+                means.append(np.mean(xs))
+                sds.append(np.std(xs, ddof=1) if len(xs) > 1 else 0.0)
+        ax.barh(range(len(names)), means, xerr=sds, capsize=3)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set(title=title, xlabel="nats per token (lower is closer to the teacher)")
+    fig.tight_layout()
+    fig.savefig(Path(workdir) / "summary.png", dpi=110)
+    plt.close(fig)

@@ -80,7 +80,7 @@ def test_demo_and_sweep_configs_run_at_toy_size(tiny_teacher, tmp_path):
     runners.run("demo", demo, tmp_path / "demo")
     results = (tmp_path / "demo" / "results.md").read_text()
     assert "untrained student" in results and "(2) |" in results  # the trained row over 2 seeds
-    assert (tmp_path / "demo" / "training_curves.png").exists()
+    assert (tmp_path / "demo" / "training_curves.png").exists() and (tmp_path / "demo" / "summary.png").exists()
     for seed in (0, 1):
         assert (tmp_path / "demo" / f"{demo.runs[0].name}-seed{seed}" / "metrics.jsonl").exists()
     assert [load_config(CONFIGS / "demo.py", a).seeds for a in ("", "quick", "seeds")] == [[0], [0], [0, 1, 2]]

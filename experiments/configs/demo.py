@@ -1,9 +1,9 @@
 """The embedded-default demo (`make demo`): SmolLM2-135M-Instruct converted on this CPU.
 
-    python -m experiments.main --config experiments/configs/demo.py --workdir runs/demo        # ~30 min
-    python -m experiments.main --config experiments/configs/demo.py:quick --workdir runs/quick # ~5 min
-    python -m experiments.main --config experiments/configs/demo.py:seeds --workdir runs/seeds # ~30 min
-    python -m experiments.main --config experiments/configs/demo.py:seeds_baselines --workdir runs/seeds_b
+    python -m experiments.main --config experiments/configs/demo.py --workdir runs/demo        # 20 min (2 cores)
+    python -m experiments.main --config experiments/configs/demo.py:quick --workdir runs/quick # 2 min
+    python -m experiments.main --config experiments/configs/demo.py:seeds --workdir runs/seeds # 23 min
+    python -m experiments.main --config experiments/configs/demo.py:seeds_baselines --workdir runs/seeds_b  # 20 min
 
 `:seeds` trains the two OPDLM rows (same-position and shifted) over seeds 0, 1, 2 at the full
 demo's budget, without the baselines and the sweep, so the table shows the spread next to the effect;
