@@ -3,6 +3,7 @@
     rollout_stage        the student samples block-diffusion rollouts (no gradient)
     select_states_stage  one training state x_t per rollout (per block round / global / random)
     teacher_stage        the frozen AR teacher scores prompt + x0 causally, once per batch
+                         (minibatch-sized slices in a lax.map, so its attention never spans the batch)
     update_stage         K optimizer updates over minibatches (lax.scan), each:
                            student over [prompt | x0 | x_t] -> divergence on masked positions
                            -> per-sequence mean -> batch mean -> grads -> AdamW
@@ -62,6 +63,8 @@ class StepConfig:
     selection: str = "per_block"
     rollout_source: str = "student"  # "student" | "teacher" | "given"
     objective: str = "kl"  # "kl" (OPD) | "bd3lm" (masked-diffusion cross-entropy)
+    # Sequences per teacher forward: None = minibatch_size (the update's own working set), 0 = all.
+    teacher_slice: int | None = None
 
     def __post_init__(self):
         if self.rollout_source not in ROLLOUT_SOURCES:
@@ -77,9 +80,15 @@ class StepConfig:
         if self.sampler.alignment != self.loss.alignment:
             raise ValueError(f"sampler.alignment={self.sampler.alignment!r} and "
                              f"loss.alignment={self.loss.alignment!r} must agree")
+        if self.teacher_slice is not None and self.teacher_slice < 0:
+            raise ValueError(f"teacher_slice must be >= 0 (0: the whole batch), got {self.teacher_slice}")
         if self.max_new_tokens % self.sampler.block_size:
             raise ValueError(f"block_size={self.sampler.block_size} does not divide the length budget "
                              f"max_new_tokens={self.max_new_tokens}")
+
+    @property
+    def teacher_slice_size(self) -> int:
+        return self.minibatch_size if self.teacher_slice is None else self.teacher_slice
 
 
 def rollout_stage(config: ModelConfig, params: Any, prompts: jnp.ndarray, prompt_valid: jnp.ndarray,
@@ -127,8 +136,8 @@ def objective_loss(params: Any, student_config: ModelConfig, teacher_config: Mod
                     mask_id=cfg.mask_id, stop_ids=cfg.stop_ids, loss=cfg.loss, teacher_states=t_hidden)
 
 
-def teacher_stage(config: ModelConfig, params: Any, batch: RolloutBatch) -> jnp.ndarray:
-    return teacher_hidden(config, params, batch)
+def teacher_stage(config: ModelConfig, params: Any, batch: RolloutBatch, slice_size: int = 0) -> jnp.ndarray:
+    return teacher_hidden(config, params, batch, slice_size)
 
 
 def update_stage(state: TrainState, student_config: ModelConfig, teacher_config: ModelConfig,
@@ -191,7 +200,8 @@ def opd_step(state: TrainState, teacher_params: Any, prompts: jnp.ndarray, promp
         rollout_stats = {"rollout_nfe": jnp.zeros((), jnp.int32), "rollout_forward_tokens": jnp.zeros((), jnp.int32),
                          "rollout_tokens_per_round": jnp.zeros(())}
     masked = select_states_stage(batch, k_states, cfg)
-    t_hidden = teacher_stage(teacher_config, teacher_params, batch) if cfg.objective == "kl" else None
+    t_hidden = (teacher_stage(teacher_config, teacher_params, batch, cfg.teacher_slice_size)
+                if cfg.objective == "kl" else None)
     state, metrics = update_stage(state, student_config, teacher_config, teacher_params, batch, masked,
                                   t_hidden, k_order, cfg, optimizer)
     metrics.update(rollout_stats)
