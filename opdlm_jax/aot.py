@@ -76,6 +76,7 @@ class AotSpec:
     divergence: str | None = None  # None: the recipe's choice for the preset (recipe_loss)
     topk: int = 16
     chunk_size: int | None = None  # None: the recipe's (256)
+    teacher_slice: int | None = None  # sequences per teacher forward; None: minibatch, 0: whole batch
     hbm_gib: float | None = None  # None: the chip's HBM (CHIP_HBM_GIB)
     # XLA options for .compile(); on the CPU backend default_compiler_options() lowers the LLVM
     # optimisation level (buffer assignment, hence the memory report, does not depend on it).
@@ -289,7 +290,7 @@ def step_config(spec: AotSpec, teacher_config):
     stops = tuple(teacher_config.eos_token_ids) or (0,)
     return StepConfig(sampler=sampler, loss=loss, max_new_tokens=spec.max_new_tokens,
                       minibatch_size=spec.minibatch, mask_id=teacher_config.mask_token_id,
-                      pad_id=teacher_config.pad_token_id or 0, stop_ids=stops)
+                      pad_id=teacher_config.pad_token_id or 0, stop_ids=stops, teacher_slice=spec.teacher_slice)
 
 
 def _with_shardings(tree, shardings):
@@ -552,6 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=16, help="k of the top-k divergences")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="sequence chunk of the loss's vocabulary projection (default: the recipe's, 256)")
+    p.add_argument("--teacher-slice", type=int, default=None,
+                   help="sequences per teacher forward (default: the minibatch; 0: the whole batch at once)")
     p.add_argument("--hbm-gib", type=float, default=None, help="HBM budget per chip (default: the chip's)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per preset with --all-presets")
     p.add_argument("--json", action="store_true", help="print one JSON object per configuration")
@@ -565,7 +568,8 @@ def spec_from_args(args, preset: str | None = None) -> AotSpec:
                    minibatch=args.minibatch, prompt_len=args.prompt_len, max_new_tokens=args.max_new_tokens,
                    block_size=args.block_size, dtype=args.dtype, param_dtype=args.param_dtype,
                    teacher_param_dtype=args.teacher_param_dtype, remat=args.remat, scan_layers=args.scan_layers,
-                   divergence=args.divergence, topk=args.topk, chunk_size=args.chunk_size, hbm_gib=args.hbm_gib)
+                   divergence=args.divergence, topk=args.topk, chunk_size=args.chunk_size, hbm_gib=args.hbm_gib,
+                   teacher_slice=args.teacher_slice)
 
 
 def _child_argv(argv: Sequence[str], preset: str) -> list[str]:

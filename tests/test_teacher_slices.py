@@ -1,5 +1,7 @@
 """Teacher scoring in slices: the same hidden states as one whole-batch forward (and as one forward
 per sequence), on one device and sharded over 8 fake devices, with smaller compiled temporaries."""
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,8 @@ from opdlm_jax.distill.opd_loss import LossConfig, rollout_batch_from_lists
 from opdlm_jax.distill.teacher import teacher_hidden
 from opdlm_jax.models import forward
 from opdlm_jax.train.opd_step import StepConfig
+from opdlm_jax.train.trainer_config import ConfigError, default_config, validate_config
+from tests_configs_loader import load_config
 from tiny import tiny_model
 
 STOP = 1
@@ -88,3 +92,15 @@ def test_sharded_slices_equal_single_device(model):
         out = jax.jit(lambda p, b: teacher_hidden(config, p, b, 4))(p, sharded_batch)
     assert out.sharding.spec[0] is not None  # the output stays sharded over the batch
     np.testing.assert_allclose(np.asarray(out), reference, atol=1e-5)
+
+
+def test_trainer_config_teacher_slice():
+    config = load_config(Path(__file__).resolve().parents[1] / "experiments/configs/table1.py", "qwen3-4b")
+    assert config.teacher_slice == -1  # the minibatch (8 of the recipe's 128 rollouts)
+    for bad in (-2, 48):
+        config.teacher_slice = bad
+        with pytest.raises(ConfigError, match=f"teacher_slice={bad} must be -1"):
+            validate_config(config)
+    config.teacher_slice = 32
+    validate_config(config)
+    assert default_config().teacher_slice == -1

@@ -132,7 +132,8 @@ def step_config(config, setup: Setup, max_new_tokens: int) -> StepConfig:
     return StepConfig(sampler=setup.sampler, loss=setup.loss, max_new_tokens=max_new_tokens,
                       minibatch_size=config.minibatch_size, mask_id=setup.teacher.mask_token_id,
                       pad_id=_pad_id(setup.teacher), stop_ids=tuple(setup.teacher.stop_token_ids),
-                      selection=selection or config.selection, rollout_source=source, objective=objective)
+                      selection=selection or config.selection, rollout_source=source, objective=objective,
+                      teacher_slice=None if config.teacher_slice == -1 else config.teacher_slice)
 
 
 def _pad_id(model: LoadedModel) -> int:

@@ -28,6 +28,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.batch_size = 8  # prompts per RL step
     c.minibatch_size = 8  # K = batch_size / minibatch_size optimizer updates per RL step
     c.selection = "per_block"
+    # Sequences per teacher forward when scoring a rollout batch: -1 = minibatch_size, 0 = all at once.
+    c.teacher_slice = -1
     c.data = ml_collections.ConfigDict(dict(
         train="", heldout="", backend="grain", max_prompt_tokens=256, on_too_long="skip",
         data_dir="", corpus="shakespeare", prompt_bucket=16))
@@ -73,6 +75,9 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"curriculum.start={c.curriculum.start} > curriculum.end={c.curriculum.end}")
     if c.batch_size % c.minibatch_size:
         raise ConfigError(f"minibatch_size={c.minibatch_size} does not divide batch_size={c.batch_size}")
+    if c.teacher_slice < -1 or (c.teacher_slice > 0 and c.batch_size % c.teacher_slice):
+        raise ConfigError(f"teacher_slice={c.teacher_slice} must be -1 (minibatch_size), 0 (the whole batch) "
+                          f"or divide batch_size={c.batch_size}")
     if not 0.0 <= c.rollout.threshold <= 1.0:
         raise ConfigError(f"rollout.threshold={c.rollout.threshold} is outside [0, 1]")
     if c.method in ("opdlm", "opdlm_off", "off_policy", "sft") and not c.data.train:
