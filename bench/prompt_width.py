@@ -1,0 +1,75 @@
+"""What prompt padding costs the demo's OPD step: the fused step at prompt widths 64 / 96 / 128.
+
+    .venv/bin/python -m bench.prompt_width --reps 5
+
+The demo's chat-templated prompts are 35-89 tokens; `bucket_width` pads a batch to the next power
+of two (128 for almost every batch of 8). This times the demo's fused step (SmolLM2-135M, 8
+prompts, 32-token budget, float32, K=1) on the same 8 prompts left-padded to each width,
+interleaved round-robin, each call from a fresh copy of the train state with the same key
+(identical work per repetition); it reports median seconds and per-repetition ratios to width 128
+(shared/docs/BENCHMARKING.md: ratios in one run, never absolute times across runs).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bench.common import summarize, timed
+from experiments.configs.demo import get_config
+from experiments.evaluation import encode
+from experiments.data.prompts import load_prompt_file
+from opdlm_jax.generation.batching import left_pad
+from opdlm_jax.loading import load_model
+from opdlm_jax.train.loop import build_setup, step_config
+from opdlm_jax.train.opd_step import init_train_state, make_opd_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--widths", default="64,96,128")
+    args = parser.parse_args()
+    widths = [int(w) for w in args.widths.split(",")]
+    demo = get_config("")
+    config = copy.deepcopy(demo.train)
+    teacher = load_model(config.teacher, dtype=config.dtype, scan_layers=config.scan_layers)
+    setup = build_setup(config, teacher=teacher)
+    budget = config.curriculum.end
+    step = make_opd_step(setup.student_config, teacher.config, step_config(config, setup, budget), setup.optimizer)
+    records = load_prompt_file(config.data.train)
+    prompts = [ids for ids in (encode(teacher.tokenizer, r["prompt"]) for r in records) if len(ids) <= min(widths)]
+    prompts = prompts[:config.batch_size]
+    print(f"{len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, budget {budget}")
+    inputs = {w: tuple(jnp.asarray(x) for x in left_pad(prompts, w, 0)) for w in widths}
+    base = jax.device_put(init_train_state(teacher.params, setup.optimizer))
+    key = jax.random.PRNGKey(0)
+
+    def call(w):
+        state = jax.tree.map(jnp.copy, base)  # the step donates its state
+        out = step(state, teacher.params, *inputs[w], key)
+        return jax.block_until_ready(out[1]["loss"])
+
+    for w in widths:  # compile + one warm-up call each, untimed
+        call(w)
+        call(w)
+    times = {w: [] for w in widths}
+    for rep in range(args.reps):
+        for w in widths:
+            seconds, _ = timed(call, w)
+            times[w].append(seconds)
+        print(f"rep {rep + 1}/{args.reps}: " + ", ".join(f"{w}: {times[w][-1]:.2f}s" for w in widths), flush=True)
+    ref = max(widths)
+    print(f"\n| prompt width | tokens per sequence in the update (P + 2L) | step s, median (min-max) | "
+          f"time / width {ref}, median of pairs |\n|---|---|---|---|")
+    for w in widths:
+        s = summarize(times[w])
+        r = summarize(list(np.asarray(times[w]) / np.asarray(times[ref])))
+        print(f"| {w} | {w + 2 * budget} | {s.median:.2f} ({s.min:.2f}-{s.max:.2f}) | {r.median:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
