@@ -10,11 +10,22 @@ log = logging.getLogger(__name__)
 _seen_shapes: set = set()
 
 
-def bucket_width(n: int, multiple: int, minimum: int = 16) -> int:
-    """Smallest power of two >= max(n, minimum), rounded up to a multiple of `multiple`."""
+LADDERS = ("pow2", "pow2_half")
+
+
+def bucket_width(n: int, multiple: int, minimum: int = 16, ladder: str = "pow2") -> int:
+    """The smallest rung >= n, rounded up to a multiple of `multiple`.
+
+    Rungs: "pow2" = minimum * 2^k; "pow2_half" also puts a rung half-way up each doubling
+    (16, 24, 32, 48, 64, 96, ...): at most 1.5x padding instead of 2x, for one more compiled shape
+    per doubling.
+    """
+    if ladder not in LADDERS:
+        raise ValueError(f"unknown bucket ladder {ladder!r}; expected one of {LADDERS}")
     width = minimum
     while width < n:
-        width *= 2
+        half = width + width // 2
+        width = half if ladder == "pow2_half" and half >= n else width * 2
     return -(-width // multiple) * multiple
 
 

@@ -285,7 +285,8 @@ def _step_inputs(config, setup: Setup, batch_in, rl_step: int):
         valid = np.ones(prompts.shape, bool)
         return (jnp.asarray(prompts), jnp.asarray(valid)), budget, prompts.size
     budget, per_seq = setup.curriculum.sequence_budgets(rl_step, batch_in.domains, b)
-    width = bucket_width(max(len(t) for t in batch_in.token_ids), b, minimum=config.data.prompt_bucket)
+    width = bucket_width(max(len(t) for t in batch_in.token_ids), b, minimum=config.data.prompt_bucket,
+                         ladder=config.data.prompt_ladder)
     tokens, valid = left_pad(batch_in.token_ids, width, _pad_id(setup.teacher))
     return (jnp.asarray(tokens), jnp.asarray(valid)), budget, int(valid.sum())
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from opdlm_jax.generation.batching import LADDERS
+
 METHODS = {
     # method: (rollout source, state selection, objective)
     "opdlm": ("student", None, "kl"),  # selection from config.selection (per_block by default)
@@ -32,7 +34,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.teacher_slice = -1
     c.data = ml_collections.ConfigDict(dict(
         train="", heldout="", backend="grain", max_prompt_tokens=256, on_too_long="skip",
-        data_dir="", corpus="shakespeare", prompt_bucket=16))
+        data_dir="", corpus="shakespeare", prompt_bucket=16,
+        prompt_ladder="pow2"))  # "pow2_half": rungs at 1.5x too (less padding, a few more compiles)
     c.rollout = ml_collections.ConfigDict(dict(
         block_size=4, steps_per_block=4, strategy="low_confidence_dynamic", threshold=0.9,
         temperature=1.0, top_k=0, top_p=1.0, alignment="same_position"))
@@ -80,6 +83,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
                           f"or divide batch_size={c.batch_size}")
     if not 0.0 <= c.rollout.threshold <= 1.0:
         raise ConfigError(f"rollout.threshold={c.rollout.threshold} is outside [0, 1]")
+    if c.data.prompt_ladder not in LADDERS:
+        raise ConfigError(f"data.prompt_ladder={c.data.prompt_ladder!r}: expected one of {LADDERS}")
     if c.method in ("opdlm", "opdlm_off", "off_policy", "sft") and not c.data.train:
         raise ConfigError(f"method={c.method!r} needs data.train (a prompt file)")
     if c.steps < 1:
