@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 
 from experiments.data.prompts import load_prompt_file
-from experiments.demo_report import write_plots, write_results, write_summary_plot
+from experiments.demo_report import seeds_of, write_plots, write_results, write_summary_plot
 from experiments.evaluation import build_eval_set, evaluate, threshold_sweep
 from opdlm_jax.loading import load_model
 from opdlm_jax.train.loop import build_setup, train
@@ -28,7 +28,7 @@ def _log(msg: str) -> None:
 
 def plan_runs(config) -> list[tuple[str, object, object]]:
     """(label, run, trainer config) for every run x seed, each validated before anything starts."""
-    seeds = list(config.get("seeds", [config.train.seed]))
+    seeds = seeds_of(config)
     planned = []
     for run in config.runs:
         for seed in seeds:

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from experiments.evaluation import sweep_setting_name
 from opdlm_jax.train.metrics_writer import read_metrics
 
 # (header, how to read the value from a row, digits)
@@ -30,9 +31,19 @@ COLUMNS: list[tuple[str, Callable[[dict], float | None], int]] = [
 ]
 
 
+def seeds_of(config) -> list:
+    """The demo's training seeds (`config.seeds`; the trainer's one seed when absent)."""
+    return list(config.get("seeds", [config.train.seed]))
+
+
+def _present(values: Sequence[float | None]) -> list[float]:
+    """The values that were measured (None and NaN mean 'not measured for this row')."""
+    return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+
 def summarize(values: Sequence[float | None], digits: int) -> str:
     """'-' when missing, the value for one seed, 'mean ± sd (n)' (sample sd) for several."""
-    xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    xs = _present(values)
     if not xs:
         return "-"
     if len(xs) == 1:
@@ -50,7 +61,7 @@ def group_rows(rows: Sequence[dict]) -> list[tuple[str, list[dict]]]:
 
 def results_markdown(rows: Sequence[dict], sweep: list | None, config) -> str:
     ev, train = config.eval, config.train
-    seeds = list(config.get("seeds", [train.seed]))
+    seeds = seeds_of(config)
     seed_text = "One seed." if len(seeds) == 1 else \
         f"Trained rows over seeds {seeds}: mean ± sample sd (number of seeds)."
     lines = [f"# Demo results: SmolLM2-135M-Instruct, {train.steps} RL steps x {train.batch_size} prompts, "
@@ -70,8 +81,7 @@ def results_markdown(rows: Sequence[dict], sweep: list | None, config) -> str:
         lines += ["", f"## Threshold sweep ({config.sweep.run}, first seed)", "",
                   "| decoding | block | accuracy | tok/round | tok/s |", "|---|---|---|---|---|"]
         for s in sweep:
-            kind = "static" if s["kind"] == "static" else f"dynamic {s['threshold']}"
-            lines.append(f"| {kind} | {s['block_size']} | {s['accuracy']:.2f} | {s['tokens_per_round']:.2f} | "
+            lines.append(f"| {sweep_setting_name(s)} | {s['block_size']} | {s['accuracy']:.2f} | {s['tokens_per_round']:.2f} | "
                          f"{s['tokens_per_second']:.1f} |")
     return "\n".join(lines) + "\n"
 
@@ -82,13 +92,19 @@ def write_results(workdir: Path, rows: Sequence[dict], sweep: list | None, confi
     (workdir / "results.md").write_text(results_markdown(rows, sweep, config))
 
 
-def write_plots(workdir: Path, run_dirs: dict[str, Path], sweep: list | None, sweep_name: str) -> None:
-    """training_curves.png (loss and rollout length per run) and threshold_sweep.png."""
+def _pyplot():
+    """matplotlib.pyplot on the file-only backend (the demo runs headless)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def write_plots(workdir: Path, run_dirs: dict[str, Path], sweep: list | None, sweep_name: str) -> None:
+    """training_curves.png (loss and rollout length per run) and threshold_sweep.png."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for label, run_dir in run_dirs.items():
         m = read_metrics(run_dir, "train")
@@ -115,18 +131,14 @@ def write_plots(workdir: Path, run_dirs: dict[str, Path], sweep: list | None, sw
 
 def write_summary_plot(workdir: Path, rows: Sequence[dict]) -> None:
     """summary.png: fixed-state KL and teacher NLL per model, mean with sample-sd error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     groups = group_rows(rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, (title, key) in zip(axes, (("held-out forward KL, fixed states", "fixed_state_kl"),
                                        ("teacher NLL of own greedy answers", "teacher_nll"))):
         names, means, sds = [], [], []
         for name, group in groups:
-            xs = [r[key] for r in group if r.get(key) is not None and not math.isnan(r[key])]
+            xs = _present([r.get(key) for r in group])
             if xs:
                 names.append(name)
                 means.append(np.mean(xs))

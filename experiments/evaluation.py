@@ -87,6 +87,11 @@ def evaluate(model, teacher, params, evalset: EvalSet, *, mode: str, alignment: 
     return out
 
 
+def sweep_setting_name(row: dict) -> str:
+    """How a `threshold_sweep` row's decoding is named in tables: 'static' or 'dynamic <threshold>'."""
+    return "static" if row["kind"] == "static" else f"dynamic {row['threshold']}"
+
+
 def threshold_sweep(model, params, evalset: EvalSet, *, alignment: str, thresholds: Sequence[float],
                     block_sizes: Sequence[int], max_new_tokens: int) -> list[dict]:
     """Accuracy vs tokens per round (Fig. 3/5): thresholds at block 4, block sizes at 0.9, static."""

@@ -23,7 +23,7 @@ def run_sweep(config, workdir: Path) -> None:
     import jax
 
     from experiments.data.prompts import load_prompt_file
-    from experiments.evaluation import EvalSet, encode, threshold_sweep
+    from experiments.evaluation import EvalSet, encode, sweep_setting_name, threshold_sweep
     from opdlm_jax.loading import load_model
     from opdlm_jax.train.checkpointing import load_model_from_run
 
@@ -38,6 +38,5 @@ def run_sweep(config, workdir: Path) -> None:
     (Path(workdir) / "sweep.json").write_text(json.dumps(rows, indent=1))
     print("| decoding | block | accuracy | tokens/round | tokens/s |\n|---|---|---|---|---|")
     for r in rows:
-        name = "static" if r["kind"] == "static" else f"dynamic {r['threshold']}"
-        print(f"| {name} | {r['block_size']} | {r['accuracy']:.3f} | {r['tokens_per_round']:.2f} | "
+        print(f"| {sweep_setting_name(r)} | {r['block_size']} | {r['accuracy']:.3f} | {r['tokens_per_round']:.2f} | "
               f"{r['tokens_per_second']:.1f} |")
