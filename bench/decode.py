@@ -63,7 +63,7 @@ class Decoder:
 
 
 def decoders():
-    from opdlm_jax.diffusion.config import SamplerConfig
+    from opdlm_jax.decoding.config import SamplerConfig
 
     dynamic = SamplerConfig(block_size=4, steps_per_block=4, strategy="low_confidence_dynamic",
                             threshold=0.9)
@@ -87,7 +87,7 @@ def decoders():
 def load_ours():
     import jax
 
-    from opdlm_jax.loading import load_model
+    from opdlm_jax.checkpoints.loading import load_model
 
     t0 = time.perf_counter()
     model = load_model("smollm2-135m")  # float32 params and compute
@@ -99,7 +99,7 @@ def load_torch(threads: int):
     """The same GGUF weights, dequantized by transformers, as a float32 LlamaForCausalLM."""
     import torch
 
-    from opdlm_jax.presets import smollm2_gguf_path
+    from opdlm_jax.checkpoints.presets import smollm2_gguf_path
 
     torch.set_num_threads(threads)
     path = smollm2_gguf_path()
@@ -147,8 +147,8 @@ class Runner:
 
     def run(self, d: Decoder, batch: int, stop: bool) -> float:
         """One decode; returns its decode seconds (compile excluded) and records the details."""
-        from opdlm_jax.generation.api import generate_ar, generate_diffusion
-        from opdlm_jax.generation.sampling import SamplingParams
+        from opdlm_jax.decoding.api import generate_ar, generate_diffusion
+        from opdlm_jax.decoding.sampling import SamplingParams
 
         prompts = self.prompts[:batch]
         m = self.ours
@@ -425,7 +425,7 @@ def main(argv=None) -> int:
               f"tokens/round {stop_rows[d.key]['tokens_per_round']:.2f}", flush=True)
 
     # Per-forward costs.
-    from opdlm_jax.generation.batching import bucket_width
+    from opdlm_jax.decoding.batching import bucket_width
 
     width = bucket_width(max(len(p) for p in prompts), 4)
     probe_results = {}
@@ -471,7 +471,7 @@ def cache_copy_census(ours, batch: int, width: int, new_tokens: int, b: int, dec
     import re
     from collections import Counter
 
-    from opdlm_jax.generation import api
+    from opdlm_jax.decoding import api
 
     cfg = ours.config
     lines = {}

@@ -117,12 +117,12 @@ def main(argv=None) -> None:
     import numpy as np
 
     from bench.common import environment, markdown_table, pair_ratios, replace_section, summarize
-    from opdlm_jax.diffusion import SamplerConfig
+    from opdlm_jax.decoding import SamplerConfig
     from opdlm_jax.distill.opd_loss import LossConfig
-    from opdlm_jax.generation.batching import left_pad
-    from opdlm_jax.generation.sampling import SamplingParams
-    from opdlm_jax.loading import load_model
-    from opdlm_jax.train.opd_step import (StepConfig, init_train_state, make_opd_step, rollout_stage,
+    from opdlm_jax.decoding.batching import left_pad
+    from opdlm_jax.decoding.sampling import SamplingParams
+    from opdlm_jax.checkpoints.loading import load_model
+    from opdlm_jax.train.step import (StepConfig, init_train_state, make_opd_step, rollout_stage,
                                           select_states_stage, teacher_stage, update_stage)
     from opdlm_jax.train.optimizer import OptimizerConfig, make_optimizer
 

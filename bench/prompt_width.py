@@ -22,10 +22,10 @@ from bench.common import summarize, timed
 from experiments.configs.demo import get_config
 from experiments.evaluation import encode
 from experiments.data.prompts import load_prompt_file
-from opdlm_jax.generation.batching import left_pad
-from opdlm_jax.loading import load_model
+from opdlm_jax.decoding.batching import left_pad
+from opdlm_jax.checkpoints.loading import load_model
 from opdlm_jax.train.loop import build_setup, step_config
-from opdlm_jax.train.opd_step import init_train_state, make_opd_step
+from opdlm_jax.train.step import init_train_state, make_opd_step
 
 
 def main() -> None:

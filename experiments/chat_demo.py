@@ -10,10 +10,10 @@ import time
 
 import jax
 
-from opdlm_jax.diffusion import SamplerConfig
-from opdlm_jax.generation.api import generate_ar, generate_diffusion
-from opdlm_jax.generation.sampling import SamplingParams
-from opdlm_jax.loading import load_model
+from opdlm_jax.decoding import SamplerConfig
+from opdlm_jax.decoding.api import generate_ar, generate_diffusion
+from opdlm_jax.decoding.sampling import SamplingParams
+from opdlm_jax.checkpoints.loading import load_model
 
 DEFAULT_PROMPTS = ("What is the capital of France?", "Give me three tips for staying focused.",
                    "What is 12 + 7? Answer with just the number.")

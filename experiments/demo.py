@@ -17,9 +17,10 @@ import jax
 from experiments.data.prompts import load_prompt_file
 from experiments.demo_report import seeds_of, write_plots, write_results, write_summary_plot
 from experiments.evaluation import build_eval_set, evaluate, threshold_sweep
-from opdlm_jax.loading import load_model
-from opdlm_jax.train.loop import build_setup, train
-from opdlm_jax.train.trainer_config import ConfigError, validate_config
+from opdlm_jax.checkpoints.loading import load_model
+from opdlm_jax.train.loop import train
+from opdlm_jax.train.setup import build_setup, loss_config
+from opdlm_jax.train.config import ConfigError, validate_config
 
 
 def _log(msg: str) -> None:
@@ -56,10 +57,16 @@ def run_demo(config, workdir: Path) -> dict:
     common = dict(block_size=config.train.rollout.block_size, max_new_tokens=ev.max_new_tokens)
     rows = []
 
+    def loss_for(alignment: str):
+        c = copy.deepcopy(config.train)
+        c.rollout.alignment = alignment
+        return loss_config(c, teacher.config)
+
     def add_row(name, method, model_params, mode, alignment, tokens, seconds, seed=None):
         t0 = time.perf_counter()
-        result = evaluate(teacher, teacher, model_params, evalset, mode=mode,
-                          alignment="same_position" if mode == "ar" else alignment, **common)
+        alignment_used = "same_position" if mode == "ar" else alignment
+        result = evaluate(teacher, teacher, model_params, evalset, mode=mode, alignment=alignment_used,
+                          loss=loss_for(alignment_used), **common)
         rows.append(dict(name=name, method=method, alignment=alignment, seed=seed, tokens=tokens,
                          train_seconds=seconds, **result))
         which = name if seed is None else f"{name} (seed {seed})"

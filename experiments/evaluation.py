@@ -11,12 +11,12 @@ from typing import Sequence
 
 import numpy as np
 
-from opdlm_jax.diffusion import SamplerConfig
-from opdlm_jax.distill.opd_loss import LossConfig, output_vocab_limit
+from opdlm_jax.decoding import SamplerConfig
+from opdlm_jax.distill.opd_loss import LossConfig
 from opdlm_jax.eval.answers import score_math
 from opdlm_jax.eval.distill_metrics import fixed_state_kl, teacher_nll
-from opdlm_jax.generation.api import generate_ar, generate_diffusion
-from opdlm_jax.generation.sampling import SamplingParams
+from opdlm_jax.decoding.api import generate_ar, generate_diffusion
+from opdlm_jax.decoding.sampling import SamplingParams
 
 
 @dataclasses.dataclass
@@ -66,8 +66,11 @@ def math_accuracy(model, config, params, evalset: EvalSet, mode: str, sampler: S
 
 
 def evaluate(model, teacher, params, evalset: EvalSet, *, mode: str, alignment: str, block_size: int,
-             max_new_tokens: int, threshold: float = 0.9, samples: int = 2) -> dict:
-    """All the table's columns for one model (mode "ar" for the teacher, "diffusion" for students)."""
+             max_new_tokens: int, loss: LossConfig | None = None, threshold: float = 0.9,
+             samples: int = 2) -> dict:
+    """All the table's columns for one model (mode "ar" for the teacher, "diffusion" for students).
+
+    loss: the run's LossConfig (`train.setup.loss_config`), used for the fixed-state KL of students."""
     config = model.config
     static = SamplerConfig(block_size=block_size, steps_per_block=block_size, alignment=alignment)
     dynamic = static.replace(strategy="low_confidence_dynamic", threshold=threshold)
@@ -79,8 +82,8 @@ def evaluate(model, teacher, params, evalset: EvalSet, *, mode: str, alignment: 
     out["samples"] = [{"prompt": p, "completion": _text(model, ids)}
                       for p, ids in zip(evalset.chat_prompts[:samples], chat.token_ids[:samples])]
     if mode == "diffusion":
-        loss = LossConfig(block_size=block_size, alignment=alignment, chunk_size=64,
-                          vocab_limit=output_vocab_limit(teacher.config))
+        if loss is None:
+            raise ValueError("evaluate(mode='diffusion') needs the run's LossConfig for the fixed-state KL")
         out["fixed_state_kl"] = fixed_state_kl(config, params, teacher.config, teacher.params, evalset.chat_ids,
                                                evalset.teacher_answers, mask_id=model.mask_token_id,
                                                stop_ids=model.stop_token_ids, loss=loss)

@@ -27,7 +27,7 @@ def compare(checkpoint: str, out_dir: str, prompts: Sequence[str] = PROMPTS) -> 
 
     from opdlm_jax.export import export_run
     from opdlm_jax.models.forward import forward
-    from opdlm_jax.train.checkpointing import load_model_from_run
+    from opdlm_jax.checkpoints.orbax import load_model_from_run
 
     export_run(checkpoint, out_dir)
     ours = load_model_from_run(checkpoint)

@@ -16,7 +16,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from opdlm_jax.train.trainer_config import ConfigError, validate_config
+from opdlm_jax.train.config import ConfigError, validate_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "an ml_collections config file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and results go")

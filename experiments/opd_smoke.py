@@ -14,17 +14,20 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from opdlm_jax.diffusion import SamplerConfig
-from opdlm_jax.distill.opd_loss import LossConfig
+from opdlm_jax.checkpoints.loading import load_model
+from opdlm_jax.data.chat_format import prompt_token_ids
+from opdlm_jax.decoding import SamplerConfig
+from opdlm_jax.decoding.api import generate_ar, generate_diffusion
+from opdlm_jax.decoding.batching import left_pad
+from opdlm_jax.decoding.sampling import SamplingParams
 from opdlm_jax.eval.distill_metrics import fixed_state_kl, on_policy_kl, teacher_nll
-from opdlm_jax.generation.api import generate_ar, generate_diffusion
-from opdlm_jax.generation.batching import left_pad
-from opdlm_jax.generation.sampling import SamplingParams
-from opdlm_jax.loading import load_model
-from opdlm_jax.train.opd_step import StepConfig, init_train_state, make_opd_step
-from opdlm_jax.train.optimizer import OptimizerConfig, make_optimizer
+from opdlm_jax.train.config import default_config
+from opdlm_jax.train.setup import build_setup
+from opdlm_jax.train.state import init_train_state
+from opdlm_jax.train.step import full_budget_inputs, make_opd_step
 
 TOPICS = ("the ocean", "a good breakfast", "learning to code", "autumn", "friendship", "the moon",
           "trains", "music", "a rainy day", "mountains", "coffee", "libraries")
@@ -58,6 +61,20 @@ def evaluate(model, teacher_params, student_params, config, heldout_ids, teacher
             "tokens_per_round": gen.tokens_per_round, "samples": samples}
 
 
+def smoke_config(args) -> ml_collections.ConfigDict:
+    """The trainer's config for this loop: one path from settings to the step (train.setup)."""
+    c = default_config()
+    c.teacher, c.scan_layers, c.dtype, c.seed = "smollm2-135m", True, args.dtype, args.seed
+    c.steps, c.batch_size, c.minibatch_size = args.steps, args.batch, args.minibatch
+    c.data.train = "<smoke prompts>"  # prompts come from smoke_prompts(), not a file
+    c.rollout.update(alignment=args.alignment, strategy="low_confidence_dynamic", threshold=0.9, temperature=1.0)
+    c.curriculum.update(start=args.max_new_tokens, end=args.max_new_tokens, bucket=args.max_new_tokens)
+    c.loss.update(divergence="forward_kl", chunk_size=64)
+    c.optimizer.update(learning_rate=args.lr, end_learning_rate=args.lr, warmup_rl_steps=0)
+    c.mesh.devices = 1
+    return c
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=30)
@@ -73,12 +90,11 @@ def main(argv=None) -> None:
 
     # Scanned layers: one layer body in the compiled step instead of 30 copies (compile time).
     model = load_model("smollm2-135m", scan_layers=True)
+    setup = build_setup(smoke_config(args), teacher=model)
     teacher_params = jax.device_put(model.params)
     config = model.config.replace(dtype=args.dtype)
     student_params = jax.tree.map(jnp.copy, teacher_params)
-    tok = model.tokenizer
-    encode = lambda p: tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                               tokenize=True, return_dict=False)
+    encode = lambda p: prompt_token_ids(model.tokenizer, {"prompt": p, "domain": "chat"})  # noqa: E731
     train_prompts, heldout = smoke_prompts(args.seed)
     train_ids, heldout_ids = [encode(p) for p in train_prompts], [encode(p) for p in heldout]
     stop = model.stop_token_ids
@@ -86,19 +102,14 @@ def main(argv=None) -> None:
                                   max_new_tokens=args.max_new_tokens, stop_ids=stop, pad_id=0,
                                   banned_ids=(model.mask_token_id,)).token_ids
     eval_sampler = SamplerConfig(alignment=args.alignment)  # greedy, static
-    loss = LossConfig(alignment=args.alignment, chunk_size=64)
+    cfg = setup.step_config(args.max_new_tokens)
+    loss = cfg.loss
     before = evaluate(model, teacher_params, student_params, config, heldout_ids, teacher_answers,
                       eval_sampler, loss, args.max_new_tokens)
     print("before:", json.dumps(before, indent=1))
 
-    rollout = SamplerConfig(alignment=args.alignment, strategy="low_confidence_dynamic", threshold=0.9,
-                            sampling=SamplingParams(temperature=1.0))
-    cfg = StepConfig(sampler=rollout, loss=loss, max_new_tokens=args.max_new_tokens,
-                     minibatch_size=args.minibatch, mask_id=model.mask_token_id, pad_id=0, stop_ids=stop)
-    optimizer = make_optimizer(OptimizerConfig(learning_rate=args.lr, end_learning_rate=args.lr,
-                                               warmup_steps=0, total_steps=10**6))
-    step = make_opd_step(config, model.config, cfg, optimizer)
-    state = init_train_state(student_params, optimizer)
+    step = make_opd_step(config, model.config, cfg, setup.optimizer)
+    state = init_train_state(student_params, setup.optimizer)
     rng = np.random.default_rng(args.seed)
     width = 64
     history = []
@@ -107,9 +118,9 @@ def main(argv=None) -> None:
         batch = [train_ids[j] for j in rng.choice(len(train_ids), args.batch, replace=False)]
         tokens, valid = left_pad(batch, width, 0)
         t0 = time.perf_counter()
-        state, metrics = step(state, teacher_params, jnp.asarray(tokens), jnp.asarray(valid),
+        state, metrics = step(state, teacher_params, full_budget_inputs(tokens, valid, args.max_new_tokens),
                               jax.random.PRNGKey(args.seed * 100003 + i))
-        metrics = {k: float(v) for k, v in metrics.items()}
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items() if np.ndim(v) == 0}
         dt = time.perf_counter() - t0
         history.append(metrics)
         eta = (time.perf_counter() - t_start) / (i + 1) * (args.steps - i - 1)

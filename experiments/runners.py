@@ -24,8 +24,8 @@ def run_sweep(config, workdir: Path) -> None:
 
     from experiments.data.prompts import load_prompt_file
     from experiments.evaluation import EvalSet, encode, sweep_setting_name, threshold_sweep
-    from opdlm_jax.loading import load_model
-    from opdlm_jax.train.checkpointing import load_model_from_run
+    from opdlm_jax.checkpoints.loading import load_model
+    from opdlm_jax.checkpoints.orbax import load_model_from_run
 
     model = load_model_from_run(config.run_dir) if config.run_dir else load_model(config.model)
     model.params = jax.device_put(model.params)

@@ -17,7 +17,7 @@ import numpy as np
 
 def export_run(checkpoint: str, out: str, step: int | None = None) -> Path:
     from opdlm_jax.checkpoints.hf import save_hf_checkpoint
-    from opdlm_jax.train.checkpointing import load_model_from_run
+    from opdlm_jax.checkpoints.orbax import load_model_from_run
 
     model = load_model_from_run(checkpoint, step=step)
     params = jax.tree.map(np.asarray, model.params)

@@ -11,9 +11,9 @@ import json
 import sys
 from typing import Sequence
 
-from opdlm_jax.diffusion.config import ALIGNMENTS, SamplerConfig
-from opdlm_jax.diffusion.strategies import STRATEGIES
-from opdlm_jax.generation.sampling import SamplingParams
+from opdlm_jax.decoding.config import ALIGNMENTS, SamplerConfig
+from opdlm_jax.decoding.strategies import STRATEGIES
+from opdlm_jax.decoding.sampling import SamplingParams
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,12 +69,12 @@ def validate(args: argparse.Namespace) -> tuple[SamplerConfig, SamplingParams]:
 
 def load(args: argparse.Namespace):
     if args.checkpoint:
-        from opdlm_jax.train.checkpointing import load_model_from_run  # needs the trainer
+        from opdlm_jax.checkpoints.orbax import load_model_from_run  # needs the trainer
 
         return load_model_from_run(args.checkpoint, step=args.step, dtype=args.dtype)
     import jax
 
-    from opdlm_jax.loading import load_model
+    from opdlm_jax.checkpoints.loading import load_model
 
     model = load_model(args.model, dtype=args.dtype)
     model.params = jax.device_put(model.params)  # once, not on every decode call
@@ -120,7 +120,7 @@ def _streamer(model, out):
 
 
 def run(args: argparse.Namespace, out=sys.stdout) -> int:
-    from opdlm_jax.generation.api import generate_ar, generate_diffusion
+    from opdlm_jax.decoding.api import generate_ar, generate_diffusion
 
     sampler, sampling = validate(args)
     prompts = read_prompts(args)

@@ -1,4 +1,4 @@
-"""AOT compile and memory report (opdlm_jax.aot) on the CPU backend with 8 fake devices.
+"""AOT compile and memory report (experiments.aot) on the CPU backend with 8 fake devices.
 
 The real TPU path needs the libtpu wheel (`pip install "jax[tpu]==<jax version>"`); its test is
 skipped where libtpu is not installed (the project's test venv does not carry it).

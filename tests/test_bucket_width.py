@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from opdlm_jax.generation.batching import bucket_width
-from opdlm_jax.train.trainer_config import ConfigError, default_config, validate_config
+from opdlm_jax.decoding.batching import bucket_width
+from opdlm_jax.train.config import ConfigError, default_config, validate_config
 from tests_configs_loader import load_config
 from tiny_hf import make_tiny_hf_dir, write_prompts
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from opdlm_jax.train.trainer_config import ConfigError, validate_config
+from opdlm_jax.train.config import ConfigError, validate_config
 from tests_configs_loader import load_config
 from tiny_hf import make_tiny_hf_dir
 

@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from opdlm_jax.diffusion.loss import NORMALISATIONS, loss_positions, loss_sums, normalise
 from opdlm_jax.distill import (DIVERGENCES, chunked_divergence, divergence_fn, forward_kl,
-                               generalized_jsd, loss_positions, loss_sums, match_vocab, normalise,
-                               reverse_kl, teacher_topk, topk_forward_kl_reference,
-                               topk_forward_kl_tail, topk_mass, with_topk_mass)
+                               generalized_jsd, match_vocab, reverse_kl, teacher_topk,
+                               topk_forward_kl_reference, topk_forward_kl_tail, topk_mass,
+                               with_topk_mass)
 from opdlm_jax.models import forward, init_params
 from opdlm_jax.models.forward import unembed
 from tiny import tiny_config
@@ -373,7 +374,7 @@ def test_loss_positions():
     got = loss_positions(valid, masked, tokens, lengths, (EOT, EOS))
     np.testing.assert_array_equal(np.asarray(got), expected)
     # Matches stopping.response_lengths' convention, and jits with static stop ids.
-    from opdlm_jax.generation.stopping import response_lengths
+    from opdlm_jax.decoding.stopping import response_lengths
     jitted = jax.jit(loss_positions, static_argnums=4)
     np.testing.assert_array_equal(
         np.asarray(jitted(valid, masked, tokens, response_lengths(tokens, (EOT, EOS)), (EOT, EOS))),
@@ -385,9 +386,13 @@ MASK = jnp.asarray([[1, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], bool)
 
 
 def test_normalise_by_hand():
-    # sequence: seq 0 -> (1 + 2) / 2 = 1.5, seq 1 -> 40, seq 2 has no positions: (1.5 + 40) / 2.
-    close(normalise(PER, MASK, "sequence"), 20.75)
-    close(loss_sums(PER, MASK, "sequence"), (41.5, 2.0))
+    # Row means: seq 0 -> (1 + 2) / 2 = 1.5, seq 1 -> 40, seq 2 has no loss position (an empty row).
+    # sequence (the reference's loss_unreduced.mean()): the empty row counts 0, (1.5 + 40 + 0) / 3.
+    close(normalise(PER, MASK, "sequence"), 41.5 / 3)
+    close(loss_sums(PER, MASK, "sequence"), (41.5, 3.0))
+    # sequence_nonempty: the mean over the two rows that have loss positions, (1.5 + 40) / 2.
+    close(normalise(PER, MASK, "sequence_nonempty"), 20.75)
+    close(loss_sums(PER, MASK, "sequence_nonempty"), (41.5, 2.0))
     # token: (1 + 2 + 40) / 3.
     close(normalise(PER, MASK, "token"), 43 / 3)
     close(loss_sums(PER, MASK, "token"), (43.0, 3.0))
@@ -402,7 +407,7 @@ def test_normalise_data_parallel_sums():
     """Summing each shard's (numerator, denominator) and dividing once = the whole-batch loss."""
     per = jnp.concatenate([PER, PER[::-1] * 3.0])
     mask = jnp.concatenate([MASK, jnp.asarray([[1, 1, 1, 1], [0, 0, 0, 0], [0, 1, 0, 1]], bool)])
-    for mode in ("sequence", "token"):
+    for mode in NORMALISATIONS:
         shards = [loss_sums(per[i:i + 2], mask[i:i + 2], mode) for i in range(0, 6, 2)]
         num = sum(s.numerator for s in shards)
         den = sum(s.denominator for s in shards)
@@ -411,7 +416,7 @@ def test_normalise_data_parallel_sums():
 
 def test_no_loss_positions_no_nan():
     per = PER.at[2, 0].set(jnp.nan)  # garbage at an excluded position must not leak
-    for mode in ("sequence", "token"):
+    for mode in NORMALISATIONS:
         close(normalise(per, MASK, mode), float(normalise(PER, MASK, mode)))
         empty = jnp.zeros_like(MASK)
         value, grad = jax.value_and_grad(normalise)(per, empty, mode)

@@ -11,7 +11,7 @@ import torch
 
 from opdlm_jax import forward, generate
 from opdlm_jax.export import main as export_main
-from opdlm_jax.train.checkpointing import load_model_from_run
+from opdlm_jax.checkpoints.orbax import load_model_from_run
 from tests_configs_loader import load_config
 from tiny_hf import make_tiny_hf_dir
 

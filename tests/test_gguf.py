@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from opdlm_jax import presets
+from opdlm_jax.checkpoints import presets
 from opdlm_jax.checkpoints.gguf import hf_name, load_gguf, unpermute_rows
 from opdlm_jax.checkpoints.hf_mapping import params_from_hf_tensors
 from opdlm_jax.checkpoints.tokenizer import byte_alphabet, ensure_mask_token, tokenizer_from_gguf
-from opdlm_jax.loading import load_model
+from opdlm_jax.checkpoints.loading import load_model
 from opdlm_jax.models import forward
 
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"

@@ -16,11 +16,11 @@ pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.api.registry import get_model  # noqa: E402
 
-from opdlm_jax.eval.lm_eval_adapter import (OpdlmJaxLM, _text_seed, elbo_loglikelihoods,  # noqa: E402
-                                            sample_masks)
+from opdlm_jax.diffusion.elbo import elbo_loglikelihoods, sample_masks  # noqa: E402
+from opdlm_jax.eval.lm_eval_adapter import OpdlmJaxLM, _text_seed  # noqa: E402
 from opdlm_jax.eval.records import EvalResult, read_records  # noqa: E402
-from opdlm_jax.generation.batching import left_pad  # noqa: E402
-from opdlm_jax.generation.sampling import ban_tokens  # noqa: E402
+from opdlm_jax.decoding.batching import left_pad  # noqa: E402
+from opdlm_jax.decoding.sampling import ban_tokens  # noqa: E402
 from opdlm_jax.models import forward  # noqa: E402
 from tiny_hf import make_tiny_hf_dir  # noqa: E402
 

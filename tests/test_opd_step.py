@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 from opdlm_jax import opd_loss_from_rollouts
-from opdlm_jax.diffusion import SamplerConfig
-from opdlm_jax.distill.layout import student_prediction_columns, teacher_target_columns
+from opdlm_jax.decoding import SamplerConfig
+from opdlm_jax.decoding.batching import left_pad
+from opdlm_jax.diffusion.layout import student_prediction_columns
 from opdlm_jax.distill.opd_loss import LossConfig, rollout_batch_from_lists
-from opdlm_jax.distill.teacher import teacher_hidden
-from opdlm_jax.generation.batching import left_pad
-from opdlm_jax.models import forward
-from opdlm_jax.train.opd_step import StepConfig, init_train_state, make_opd_step, train_state_shardings
+from opdlm_jax.distill.teacher import teacher_hidden, teacher_target_columns
 from opdlm_jax.train.optimizer import OptimizerConfig, make_optimizer
+from opdlm_jax.train.state import init_train_state, train_state_shardings
+from opdlm_jax.train.step import StepConfig, full_budget_inputs, make_opd_step
 from tiny import tiny_model
 
 MASK, STOP = 96, 1
@@ -84,6 +84,27 @@ def test_chosen_rounds_define_the_masks_and_stop_in_mid_block_is_excluded(model)
     np.testing.assert_allclose(float(value), expected, rtol=1e-6)
 
 
+def test_empty_row_counts_as_zero_in_the_reference_normalisation(model):
+    """The reference's "sequence" mode is loss_unreduced.mean() over ALL rows: a response that
+    starts with the stop token has no loss position and adds 0 to the sum while still counting
+    in the denominator. The same-position values are fixed by the chosen states, so the expected
+    loss is computed by hand from the per-position divergences."""
+    config, params = model
+    responses = [[STOP, 21, 22, 23, 24, 25, 26, 27], RESPONSES[1]]  # row 0: stop first, nothing to learn
+    common = dict(mask_id=MASK, stop_ids=(STOP,), chosen_rounds=[[0, 0], [0, 0]])
+    value, aux = opd_loss_from_rollouts(config, params, config, params, PROMPTS, responses, STEPS,
+                                        loss=LossConfig(chunk_size=4), **common)
+    mask, per_pos = np.asarray(aux["loss_mask"]), np.asarray(aux["per_position"], np.float64)
+    assert not mask[0].any() and mask[1].sum() == 8
+    row1 = per_pos[1][mask[1]].sum() / 8
+    np.testing.assert_allclose(float(value), (0.0 + row1) / 2, rtol=1e-6)  # two rows, one empty
+    nonempty, _ = opd_loss_from_rollouts(config, params, config, params, PROMPTS, responses, STEPS,
+                                         loss=LossConfig(chunk_size=4, normalisation="sequence_nonempty"),
+                                         **common)
+    np.testing.assert_allclose(float(nonempty), row1, rtol=1e-6)  # our former default: 2x here
+    assert LossConfig().normalisation == "sequence"
+
+
 def _step_setup(config, batch_size=8, minibatch=4):
     cfg = StepConfig(sampler=SamplerConfig(strategy="low_confidence_dynamic", threshold=0.5),
                      loss=LossConfig(chunk_size=8), max_new_tokens=8, minibatch_size=minibatch,
@@ -92,18 +113,18 @@ def _step_setup(config, batch_size=8, minibatch=4):
     rng = np.random.default_rng(0)
     prompts = [rng.integers(2, 90, n).tolist() for n in rng.integers(1, 8, batch_size)]
     tokens, valid = left_pad(prompts, 8, 0)
-    return cfg, optimizer, jnp.asarray(tokens), jnp.asarray(valid)
+    return cfg, optimizer, full_budget_inputs(tokens, valid, cfg.max_new_tokens)
 
 
 def test_step_trains_and_is_deterministic(model):
     config, params = model
-    cfg, optimizer, tokens, valid = _step_setup(config)
+    cfg, optimizer, inputs = _step_setup(config)
     step = make_opd_step(config, config, cfg, optimizer)
     teacher = jax.tree.map(jnp.copy, params)
     results = []
     for _ in range(2):
         state = init_train_state(jax.tree.map(jnp.copy, params), optimizer)
-        state, m = step(state, teacher, tokens, valid, jax.random.PRNGKey(0))
+        state, m = step(state, teacher, inputs, jax.random.PRNGKey(0))
         results.append((state, m))
     assert int(results[0][0].step) == 2  # K = 8 / 4 updates
     assert np.isfinite(float(results[0][1]["loss"])) and float(results[0][1]["loss"]) > 0
@@ -116,29 +137,29 @@ def test_step_trains_and_is_deterministic(model):
 
 @pytest.mark.parametrize("mesh_shape", [(2, 2, 2), (1, 4, 2)])
 def test_sharded_step_equals_single_device(model, mesh_shape):
-    from opdlm_jax.sharding import batch_sharding, make_mesh, param_shardings
+    from opdlm_jax.sharding import make_mesh, param_shardings
+    from opdlm_jax.train.step import step_inputs_shardings
 
     config, params = model
-    cfg, optimizer, tokens, valid = _step_setup(config)
+    cfg, optimizer, inputs = _step_setup(config)
     teacher = jax.tree.map(jnp.copy, params)
 
     single = make_opd_step(config, config, cfg, optimizer)
     state = init_train_state(jax.tree.map(jnp.copy, params), optimizer)
     for i in range(2):
-        state, _ = single(state, teacher, tokens, valid, jax.random.PRNGKey(i))
+        state, _ = single(state, teacher, inputs, jax.random.PRNGKey(i))
     reference = jax.tree.map(np.asarray, state.params)
 
     mesh = make_mesh(*mesh_shape)
     p_shard = param_shardings(config, mesh)
     abstract = jax.eval_shape(lambda p: init_train_state(p, optimizer), params)
     s_shard = train_state_shardings(abstract, p_shard, optimizer, mesh)
-    b_shard = batch_sharding(mesh, 2)
     sharded = make_opd_step(config, config, cfg, optimizer, state_shardings=s_shard,
-                            teacher_shardings=p_shard, batch_sharding=b_shard, mesh=mesh)
+                            teacher_shardings=p_shard, mesh=mesh)
     state = jax.device_put(init_train_state(jax.tree.map(jnp.copy, params), optimizer), s_shard)
     teacher_sharded = jax.device_put(teacher, p_shard)
-    tok, val = jax.device_put(tokens, b_shard), jax.device_put(valid, b_shard)
+    sharded_inputs = jax.device_put(inputs, step_inputs_shardings(mesh))
     for i in range(2):
-        state, _ = sharded(state, teacher_sharded, tok, val, jax.random.PRNGKey(i))
+        state, _ = sharded(state, teacher_sharded, sharded_inputs, jax.random.PRNGKey(i))
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(reference)):
         np.testing.assert_allclose(np.asarray(a), b, atol=1e-5)

@@ -4,11 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from opdlm_jax.diffusion import SamplerConfig, block_diffusion_decode, block_round_state
-from opdlm_jax.diffusion.strategies import STRATEGIES
-from opdlm_jax.generation.ar_decoder import ar_decode
-from opdlm_jax.generation.batching import left_pad
-from opdlm_jax.generation.sampling import SamplingParams
+from opdlm_jax.decoding import SamplerConfig, block_diffusion_decode
+from opdlm_jax.diffusion.states import block_round_state
+from opdlm_jax.decoding.strategies import STRATEGIES
+from opdlm_jax.decoding.ar_decoder import ar_decode
+from opdlm_jax.decoding.batching import left_pad
+from opdlm_jax.decoding.sampling import SamplingParams
 from tiny import tiny_model
 
 MASK, PAD = 96, 0

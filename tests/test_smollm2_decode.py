@@ -3,14 +3,14 @@ import jax
 import numpy as np
 import pytest
 
-from opdlm_jax.diffusion import SamplerConfig
-from opdlm_jax.generation.api import generate_ar, generate_diffusion
-from opdlm_jax.generation.sampling import SamplingParams
+from opdlm_jax.decoding import SamplerConfig
+from opdlm_jax.decoding.api import generate_ar, generate_diffusion
+from opdlm_jax.decoding.sampling import SamplingParams
 
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from opdlm_jax.loading import load_model
+    from opdlm_jax.checkpoints.loading import load_model
 
     model = load_model("smollm2-135m")
     model.params = jax.device_put(model.params)

@@ -7,13 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from opdlm_jax.diffusion import SamplerConfig
-from opdlm_jax.distill.layout import teacher_target_columns
+from opdlm_jax.decoding import SamplerConfig
+from opdlm_jax.distill.teacher import teacher_target_columns
 from opdlm_jax.distill.opd_loss import LossConfig, rollout_batch_from_lists
 from opdlm_jax.distill.teacher import teacher_hidden
 from opdlm_jax.models import forward
-from opdlm_jax.train.opd_step import StepConfig
-from opdlm_jax.train.trainer_config import ConfigError, default_config, validate_config
+from opdlm_jax.train.step import StepConfig
+from opdlm_jax.train.config import ConfigError, default_config, validate_config
 from tests_configs_loader import load_config
 from tiny import tiny_model
 
@@ -96,11 +96,13 @@ def test_sharded_slices_equal_single_device(model):
 
 def test_trainer_config_teacher_slice():
     config = load_config(Path(__file__).resolve().parents[1] / "experiments/configs/table1.py", "qwen3-4b")
-    assert config.teacher_slice == -1  # the minibatch (8 of the recipe's 128 rollouts)
-    for bad in (-2, 48):
+    assert config.teacher_slice is None  # the minibatch (8 of the recipe's 128 rollouts)
+    for bad in (-1, 48):
         config.teacher_slice = bad
-        with pytest.raises(ConfigError, match=f"teacher_slice={bad} must be -1"):
+        with pytest.raises(ConfigError, match=f"teacher_slice={bad} must be None"):
             validate_config(config)
     config.teacher_slice = 32
     validate_config(config)
-    assert default_config().teacher_slice == -1
+    config.teacher_slice = None  # a placeholder: None and ints both allowed
+    validate_config(config)
+    assert default_config().teacher_slice is None

@@ -7,11 +7,11 @@ import pytest
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import GenerationConfig, PreTrainedTokenizerFast
 
-from opdlm_jax import presets
+from opdlm_jax.checkpoints import presets
 from opdlm_jax.checkpoints.gguf import GGUFError, load_gguf, read_tokenizer_info
 from opdlm_jax.checkpoints.tokenizer import (MASK_TOKEN, byte_alphabet, ensure_mask_token,
                                              stop_token_ids)
-from opdlm_jax.loading import load_model
+from opdlm_jax.checkpoints.loading import load_model
 from opdlm_jax.models import init_params
 from test_gguf import CHATML, write_tiny_gguf
 from tiny import tiny_config

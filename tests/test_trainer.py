@@ -119,9 +119,9 @@ def test_checkpoint_from_8_devices_restores_on_1_and_4(assets, tmp_path):
     script = f"""
 import sys, numpy as np, jax
 sys.path.insert(0, {str(ROOT / 'tests')!r})
-from opdlm_jax.loading import load_model
+from opdlm_jax.checkpoints.loading import load_model
 from opdlm_jax.sharding import make_mesh, param_shardings
-from opdlm_jax.train.checkpointing import restore_params
+from opdlm_jax.checkpoints.orbax import restore_params
 m = load_model({str(assets[0])!r}, scan_layers=True)
 n = jax.device_count()
 mesh = make_mesh(data=-1, fsdp=1, tensor=2 if n >= 2 else 1)
@@ -184,3 +184,30 @@ def test_baselines_run_one_step(assets, tmp_path, method):
     assert m["rl_step"] == 1 and np.isfinite(m["loss"]) and m["loss"] > 0
     assert m["tokens"] > 0 and m["paper_flops"] > 0 and m["full_flops"] > m["paper_flops"]
     assert (tmp_path / method / "checkpoints" / "1").is_dir()
+
+
+def test_domain_caps_reach_the_rollouts(assets, tmp_path):
+    """The recipe's per-domain caps: math capped at 8 new tokens below the batch budget of 16;
+    math rollouts stop at 8 while chat rollouts run the full 16 (no stop token can be sampled:
+    the stop id is set to the mask token, which the sampler never emits)."""
+    import dataclasses
+
+    from opdlm_jax.train import loop
+    from opdlm_jax.train.setup import build_setup
+    from tests_configs_loader import load_config
+
+    config = load_config(ROOT / "tests/configs/tiny_train.py")
+    config.teacher, config.data.train = str(assets[0]), str(assets[1])
+    config.steps, config.checkpoint_every = 2, 2
+    config.curriculum.update(start=16, end=16, bucket=8)
+    config.curriculum.domain_caps = {"math": 8}
+    config.data.max_prompt_tokens = 256  # math prompts carry the recipe suffix; keep them all
+    setup = build_setup(config)
+    setup = dataclasses.replace(setup, tokens=dataclasses.replace(setup.tokens, stop_ids=(setup.tokens.mask_id,)))
+    out = loop.train(config, tmp_path / "caps", setup=setup, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "caps" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:  # the tiny prompt set alternates chat and math, so both are in every batch
+        assert r["response_budget"] == 16
+        assert r["response_length/math"] == 8 and r["response_length/chat"] == 16, r
+    assert out["metrics"]["loss"] > 0

@@ -1,7 +1,7 @@
 """Shared pieces of the table configs: the paper's recipe and the cheap toy/CPU variants."""
 from __future__ import annotations
 
-from opdlm_jax.train.trainer_config import default_config
+from opdlm_jax.train.config import default_config
 
 RECIPE_PROMPTS = "data/opdlm_prompts.jsonl"  # the reference's 61,816 prompts, converted to JSONL
 MATH_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."

@@ -10,9 +10,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from opdlm_jax.distill.loss import loss_positions, loss_sums
-from opdlm_jax.distill.opd_loss import LossConfig, output_logits_fn, student_hidden
-from opdlm_jax.distill.rollout_batch import RolloutBatch
+from opdlm_jax.diffusion.loss import loss_positions, loss_sums
+from opdlm_jax.diffusion.rollout_batch import RolloutBatch
+from opdlm_jax.diffusion.student import output_logits_fn, student_hidden
 from opdlm_jax.models.config import ModelConfig
 
 
@@ -37,14 +37,18 @@ def chunked_token_nll(logits_fn, hidden: jnp.ndarray, targets: jnp.ndarray, chun
 
 
 def bd3lm_loss(config: ModelConfig, params: dict, batch: RolloutBatch, masked: jnp.ndarray,
-               mask_rate: jnp.ndarray, *, mask_id: int, stop_ids: tuple[int, ...], loss: LossConfig):
-    """-> (scalar loss, aux). mask_rate [B, L]: the masking rate t of each position's block."""
-    hidden = student_hidden(config, params, batch, masked, mask_id, loss.block_size, loss.alignment)
-    nll = chunked_token_nll(output_logits_fn(config, params, loss.vocab_limit), hidden, batch.response,
-                            loss.chunk_size)
+               mask_rate: jnp.ndarray, *, mask_id: int, stop_ids: tuple[int, ...], block_size: int,
+               alignment: str, normalisation: str = "sequence", chunk_size: int | None = 64,
+               vocab_limit: int | None = None):
+    """-> (scalar loss, aux). mask_rate [B, L]: the masking rate t of each position's block.
+
+    block_size, alignment, normalisation, chunk_size, vocab_limit: as in `distill.LossConfig`.
+    """
+    hidden = student_hidden(config, params, batch, masked, mask_id, block_size, alignment)
+    nll = chunked_token_nll(output_logits_fn(config, params, vocab_limit), hidden, batch.response, chunk_size)
     weighted = nll / jnp.maximum(mask_rate, 1e-3)
     mask = loss_positions(batch.response_valid, masked, batch.response, batch.lengths, stop_ids)
-    sums = loss_sums(weighted, mask, loss.normalisation)
+    sums = loss_sums(weighted, mask, normalisation)
     return sums.value, {"per_position": weighted, "loss_mask": mask, "sums": sums,
                         "loss_positions": mask.sum(),
                         "teacher_topk_mass": jnp.zeros(()), "student_topk_mass": jnp.zeros(())}

@@ -1,8 +1,17 @@
-"""Choosing the training state x_t of each rollout from (terminal tokens, step map).
+"""Intermediate states of a block-diffusion trajectory, and choosing the training state x_t.
 
-All selectors return `masked` [B, L] (positions that are masks in x_t) and `block_round`
-[B, num_blocks] (the chosen round per block; -1 where the block keeps no mask). Only decoded
-positions (step map >= 0) can be masked.
+Everything is rebuilt from (terminal tokens, step map). Two arrays carry the meaning of -1, and
+it is the same in every function here:
+- step map [B, L]: the round (within its block) at which a token was unmasked; -1 = never decoded
+  (padding, or a block after the sequence stopped).
+- block round [B, num_blocks]: a state given per block; round r masks the block's tokens with
+  step >= r (r = 0: the whole decoded block masked, as round 0 saw it); -1 = no mask in that
+  block (the block shown clean, or a block with nothing decoded).
+Only decoded positions (step map >= 0) can ever be masked.
+
+`select_states` returns `masked` [B, L] (positions that are masks in x_t). The trajectory
+selectors `per_block` and `global_round` also return the chosen `block_round`; `random_masking`
+draws masks that are no round of the trajectory, so it returns the mask only.
 
 - `per_block` (reference default): in every decoded block, one of its realised rounds r uniformly;
   the block shows the tokens unmasked before round r. Never the terminal state; >= 1 mask per block.
@@ -16,9 +25,26 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from opdlm_jax.diffusion.trajectory import realised_rounds
 
 SELECTIONS = ("per_block", "global_round", "random")
+
+
+def realised_rounds(step_map: jnp.ndarray, block_size: int) -> jnp.ndarray:
+    """Number of rounds each block actually used [B, L // b] (0 for blocks never decoded)."""
+    b, length = step_map.shape
+    return step_map.reshape(b, length // block_size, block_size).max(-1) + 1
+
+
+def masked_from_rounds(step_map: jnp.ndarray, block_round: jnp.ndarray, block_size: int) -> jnp.ndarray:
+    """The mask of given per-block rounds [B, L] (block round -1 = no mask in that block)."""
+    per_pos = jnp.repeat(block_round, block_size, axis=1)
+    return (per_pos >= 0) & (step_map >= per_pos) & (step_map >= 0)
+
+
+def block_round_state(tokens: jnp.ndarray, step_map: jnp.ndarray, block_round: jnp.ndarray,
+                      block_size: int, mask_id: int) -> jnp.ndarray:
+    """The tokens of the state `block_round` [B, L // b]: masked positions replaced by mask_id."""
+    return jnp.where(masked_from_rounds(step_map, block_round, block_size), mask_id, tokens)
 
 
 def _blocks(x: jnp.ndarray, block_size: int) -> jnp.ndarray:
@@ -58,21 +84,15 @@ def random_masking(step_map: jnp.ndarray, key: jax.Array, block_size: int):
     forced = jax.nn.one_hot(jnp.argmax(score, -1), block_size, dtype=bool) & decoded
     need = decoded.any(-1, keepdims=True) & ~masked.any(-1, keepdims=True)
     masked = jnp.where(need, forced, masked)
-    r = jnp.where(decoded.any(-1), 0, -1)
-    return masked.reshape(step_map.shape), r
+    return masked.reshape(step_map.shape)
 
 
 def select_states(selection: str, step_map: jnp.ndarray, key: jax.Array, block_size: int):
     fns = {"per_block": per_block, "global_round": global_round, "random": random_masking}
     if selection not in fns:
         raise ValueError(f"unknown state selection {selection!r}; expected one of {SELECTIONS}")
-    return fns[selection](step_map, key, block_size)
-
-
-def masked_from_rounds(step_map: jnp.ndarray, block_round: jnp.ndarray, block_size: int) -> jnp.ndarray:
-    """The mask of given per-block rounds (-1 = no mask in that block)."""
-    per_pos = jnp.repeat(block_round, block_size, axis=1)
-    return (per_pos >= 0) & (step_map >= per_pos) & (step_map >= 0)
+    out = fns[selection](step_map, key, block_size)
+    return out if selection == "random" else out[0]
 
 
 def block_mask_fraction(masked: jnp.ndarray, step_map: jnp.ndarray, block_size: int) -> jnp.ndarray:

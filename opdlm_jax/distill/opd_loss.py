@@ -6,30 +6,31 @@ bring-your-own-rollouts entry point: token-id lists from any engine in, loss out
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from opdlm_jax.decoding.batching import bucket_width, left_pad
+from opdlm_jax.decoding.stopping import response_lengths
+from opdlm_jax.diffusion.loss import NORMALISATIONS, loss_positions, loss_sums
+from opdlm_jax.diffusion.rollout_batch import RolloutBatch
 from opdlm_jax.diffusion.states import masked_from_rounds, select_states
+from opdlm_jax.diffusion.student import output_logits_fn, student_hidden
 from opdlm_jax.distill.chunked import chunked_divergence, with_topk_mass
 from opdlm_jax.distill.divergences import divergence_fn
-from opdlm_jax.distill.layout import build_layout, student_prediction_columns
-from opdlm_jax.distill.loss import loss_positions, loss_sums
-from opdlm_jax.distill.rollout_batch import RolloutBatch
 from opdlm_jax.distill.teacher import teacher_hidden
-from opdlm_jax.generation.batching import bucket_width, left_pad
-from opdlm_jax.models import forward, unembed
 from opdlm_jax.models.config import ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """divergence: a name of `distill.DIVERGENCES`; divergence_kwargs: its options as a tuple of
-    (name, value) pairs (hashable), e.g. (("k", 16),). normalisation: "sequence" (reference) or
-    "token". chunk_size: sequence chunk of the vocabulary projection (None = all at once).
+    (name, value) pairs (hashable), e.g. (("k", 16),). normalisation: one of
+    `diffusion.loss.NORMALISATIONS`: "sequence" (the reference: mean of per-sequence means over
+    all rows, an empty row counting 0), "sequence_nonempty" (over rows with a loss position only)
+    or "token". chunk_size: sequence chunk of the vocabulary projection (None = all at once).
     topk_log: k of the logged teacher/student top-k masses. vocab_limit: the leading vocabulary
     columns that are real outputs (e.g. 49152 when SmolLM2's mask token was appended as row
     49152): teacher and student distributions are both taken over them only (None = all)."""
@@ -44,31 +45,8 @@ class LossConfig:
 
     def __post_init__(self):
         divergence_fn(self.divergence, **dict(self.divergence_kwargs))  # fail early on bad names
-
-
-def output_logits_fn(config: ModelConfig, params: dict, vocab_limit: int | None):
-    """hidden -> float32 logits over the real output vocabulary (the mask token's row excluded)."""
-    def fn(hidden):
-        logits = unembed(config, params, hidden)
-        return logits if vocab_limit is None else logits[..., :vocab_limit]
-    return fn
-
-
-def output_vocab_limit(config: ModelConfig) -> int | None:
-    """Where the mask token was appended as the last row, the outputs stop before it."""
-    mask = config.mask_token_id
-    return mask if mask is not None and mask == config.vocab_size - 1 else None
-
-
-def student_hidden(config: ModelConfig, params: dict, batch: RolloutBatch, masked: jnp.ndarray,
-                   mask_id: int, block_size: int, alignment: str) -> jnp.ndarray:
-    """Hidden states [B, L, d] whose logits are the student's predictions of response tokens."""
-    layout = build_layout(batch, masked, mask_id, block_size)
-    hidden = forward(config, params, layout.tokens, positions=layout.positions, valid=layout.valid,
-                     mask=layout.mask, return_hidden=True)
-    cols = student_prediction_columns(batch.prompt_tokens.shape[1], batch.response.shape[1],
-                                      block_size, alignment)
-    return hidden[:, cols]
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation {self.normalisation!r}; expected one of {NORMALISATIONS}")
 
 
 def opd_loss(student_config: ModelConfig, student_params: dict, teacher_config: ModelConfig,
@@ -125,8 +103,6 @@ def rollout_batch_from_lists(prompt_ids: Sequence[Sequence[int]], response_ids: 
         if len(r) > width_l:
             raise ValueError(f"response {i} has {len(r)} tokens, more than response_width {width_l}")
         response[i, :len(r)], steps[i, :len(s)] = r, s
-    from opdlm_jax.generation.stopping import response_lengths
-
     lengths = np.minimum(np.asarray(response_lengths(jnp.asarray(response), tuple(stop_ids))),
                          [len(r) for r in response_ids])
     return RolloutBatch(jnp.asarray(prompts), jnp.asarray(valid), jnp.asarray(response),
@@ -150,7 +126,7 @@ def opd_loss_from_rollouts(student_config: ModelConfig, student_params: dict, te
     batch = rollout_batch_from_lists(prompt_ids, response_ids, step_maps, block_size=loss.block_size,
                                      pad_id=pad_id, stop_ids=stop_ids)
     if chosen_rounds is None:
-        masked, _ = select_states(selection, batch.step_map, jax.random.PRNGKey(seed), loss.block_size)
+        masked = select_states(selection, batch.step_map, jax.random.PRNGKey(seed), loss.block_size)
     else:
         num_blocks = batch.response.shape[1] // loss.block_size
         rounds = np.full((len(chosen_rounds), num_blocks), -1, np.int32)

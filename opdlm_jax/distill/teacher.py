@@ -10,10 +10,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from opdlm_jax.distill.layout import teacher_target_columns
-from opdlm_jax.distill.rollout_batch import RolloutBatch
+from opdlm_jax.diffusion.rollout_batch import RolloutBatch
 from opdlm_jax.models import forward
 from opdlm_jax.models.config import ModelConfig
+
+
+def teacher_target_columns(width: int, length: int) -> jnp.ndarray:
+    """In the causal teacher pass over [prompt | x0], column P + i - 1 predicts response token i."""
+    return width + jnp.arange(length) - 1
 
 
 def teacher_hidden(config: ModelConfig, params: dict, batch: RolloutBatch, slice_size: int = 0) -> jnp.ndarray:

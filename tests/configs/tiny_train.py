@@ -1,5 +1,5 @@
 """A toy training config for the trainer tests (teacher and prompts are given as overrides)."""
-from opdlm_jax.train.trainer_config import default_config
+from opdlm_jax.train.config import default_config
 
 
 def get_config(arg: str = ""):

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
-from opdlm_jax.generation.batching import LADDERS
+from opdlm_jax.decoding.batching import LADDERS
+from opdlm_jax.diffusion.loss import NORMALISATIONS
 
 METHODS = {
     # method: (rollout source, state selection, objective)
@@ -30,8 +32,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.batch_size = 8  # prompts per RL step
     c.minibatch_size = 8  # K = batch_size / minibatch_size optimizer updates per RL step
     c.selection = "per_block"
-    # Sequences per teacher forward when scoring a rollout batch: -1 = minibatch_size, 0 = all at once.
-    c.teacher_slice = -1
+    # Sequences per teacher forward when scoring a rollout batch: None = minibatch_size, 0 = all at once.
+    c.teacher_slice = config_dict.placeholder(int)
     c.data = ml_collections.ConfigDict(dict(
         train="", heldout="", backend="grain", max_prompt_tokens=256, on_too_long="skip",
         data_dir="", corpus="shakespeare", prompt_bucket=16,
@@ -43,7 +45,10 @@ def default_config() -> ml_collections.ConfigDict:
         start=100, end=4000, ramp_steps=100, ramp="cosine", bucket=64,
         domain_caps=ml_collections.ConfigDict(dict(math=4096, code=2048, chat=2048, science=1024))))
     c.loss = ml_collections.ConfigDict(dict(
-        divergence="forward_kl", topk=16, beta=0.5, normalisation="sequence", chunk_size=64))
+        divergence="forward_kl", topk=16, beta=0.5, chunk_size=64,
+        # "sequence": the reference (mean over ALL rows, an empty row counting 0);
+        # "sequence_nonempty": over rows with a loss position only; "token": global mean.
+        normalisation="sequence"))
     c.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-5, end_learning_rate=1e-6, warmup_rl_steps=5, b1=0.9, b2=0.999, eps=1e-8,
         weight_decay=0.0, clip_norm=1.0))
@@ -78,9 +83,12 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"curriculum.start={c.curriculum.start} > curriculum.end={c.curriculum.end}")
     if c.batch_size % c.minibatch_size:
         raise ConfigError(f"minibatch_size={c.minibatch_size} does not divide batch_size={c.batch_size}")
-    if c.teacher_slice < -1 or (c.teacher_slice > 0 and c.batch_size % c.teacher_slice):
-        raise ConfigError(f"teacher_slice={c.teacher_slice} must be -1 (minibatch_size), 0 (the whole batch) "
+    ts = c.teacher_slice
+    if ts is not None and (ts < 0 or (ts > 0 and c.batch_size % ts)):
+        raise ConfigError(f"teacher_slice={ts} must be None (minibatch_size), 0 (the whole batch) "
                           f"or divide batch_size={c.batch_size}")
+    if c.loss.normalisation not in NORMALISATIONS:
+        raise ConfigError(f"loss.normalisation={c.loss.normalisation!r}: expected one of {NORMALISATIONS}")
     if not 0.0 <= c.rollout.threshold <= 1.0:
         raise ConfigError(f"rollout.threshold={c.rollout.threshold} is outside [0, 1]")
     if c.data.prompt_ladder not in LADDERS:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from opdlm_jax import presets
+from opdlm_jax.checkpoints import presets
 from opdlm_jax.checkpoints.tokenizer import ensure_mask_token, stop_token_ids
 from opdlm_jax.models.config import ModelConfig
 
@@ -82,7 +82,7 @@ def _resolve(path_or_preset: str | os.PathLike, checkpoint_dir: str | os.PathLik
 def load_model(path_or_preset: str | os.PathLike, dtype: str = "float32", param_dtype: str | None = None,
                scan_layers: bool = False, remat_policy: str = "none", add_mask_token: bool = True,
                checkpoint_dir: str | os.PathLike | None = None) -> LoadedModel:
-    """Load an HF checkpoint directory, a `.gguf` file or a preset (`opdlm_jax.presets`).
+    """Load an HF checkpoint directory, a `.gguf` file or a preset (`opdlm_jax.checkpoints.presets`).
 
     dtype: compute dtype; param_dtype: storage dtype (defaults to `dtype`). add_mask_token:
     reserve a mask token (see `ensure_mask_token`; may grow the vocabulary by one row).

@@ -10,6 +10,9 @@ Orbax writes each step into a temporary directory and renames it when complete, 
 SIGKILL mid-save leaves the previous checkpoints untouched. A latest checkpoint that is
 nevertheless unreadable (truncated or corrupted files) is skipped with a warning and the one
 before it is used.
+
+This module stores plain pytrees (params, optimizer state) and JSON items; it knows nothing of the
+trainer, so loading a run for decoding or export needs no training code.
 """
 from __future__ import annotations
 
@@ -20,8 +23,6 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-
-from opdlm_jax.train.opd_step import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,14 @@ class RunCheckpointer:
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("params", "opt_state", "data", "meta"))
 
-    def save(self, step: int, state: TrainState, data_state: dict, meta: dict, *, force: bool = True) -> None:
-        """Checkpoint after `step` RL steps (the id of the checkpoint); asynchronous when enabled."""
+    def save(self, step: int, params: Any, opt_state: Any, data_state: dict, meta: dict, *,
+             force: bool = True) -> None:
+        """Checkpoint after `step` RL steps (the id of the checkpoint); asynchronous when enabled.
+
+        meta: JSON-serialisable run facts (the trainer puts the optimizer step count there)."""
         self.manager.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state.params), opt_state=ocp.args.StandardSave(state.opt_state),
-            data=ocp.args.JsonSave(data_state),
-            meta=ocp.args.JsonSave(dict(meta, step=step, opt_step=int(state.step)))), force=force)
+            params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
+            data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(dict(meta, step=step))), force=force)
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -48,14 +51,15 @@ class RunCheckpointer:
         steps = self.steps()
         return steps[-1] if steps else None
 
-    def restore(self, abstract_state: TrainState, step: int | None = None):
-        """-> (state, data_state, meta) of `step` (default: the latest readable one), or None."""
+    def restore(self, abstract_params: Any, abstract_opt_state: Any, step: int | None = None):
+        """-> dict(params, opt_state, data, meta) of `step` (default: the latest readable one), or
+        None when there is none. The abstract trees give shapes, dtypes and target shardings."""
         candidates = [step] if step is not None else list(reversed(self.steps()))
         for i, s in enumerate(candidates):
             try:
                 restored = self.manager.restore(s, args=ocp.args.Composite(
-                    params=ocp.args.StandardRestore(abstract_state.params),
-                    opt_state=ocp.args.StandardRestore(abstract_state.opt_state),
+                    params=ocp.args.StandardRestore(abstract_params),
+                    opt_state=ocp.args.StandardRestore(abstract_opt_state),
                     data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back
                 if step is not None:
@@ -63,10 +67,7 @@ class RunCheckpointer:
                 log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying the previous one",
                             s, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
                 continue
-            meta = restored["meta"]
-            state = TrainState(jax.numpy.asarray(meta["opt_step"], jax.numpy.int32), restored["params"],
-                               restored["opt_state"])
-            return state, restored["data"], meta
+            return {name: restored[name] for name in ("params", "opt_state", "data", "meta")}
         return None
 
     def wait(self) -> None:
@@ -103,7 +104,7 @@ def load_model_from_run(run_dir: str | os.PathLike, step: int | None = None, dty
 
     `run_dir` is the experiment workdir (holding `checkpoints/`) or the checkpoints folder itself.
     """
-    from opdlm_jax.loading import load_model
+    from opdlm_jax.checkpoints.loading import load_model
 
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from opdlm_jax.distill.rollout_batch import RolloutBatch
+from opdlm_jax.diffusion.rollout_batch import RolloutBatch
 from opdlm_jax.models import masks
 
 
@@ -54,8 +54,3 @@ def student_prediction_columns(width: int, length: int, block_size: int, alignme
     if alignment != "shifted":
         raise ValueError(f"unknown alignment {alignment!r}")
     return jnp.where(i % block_size == 0, width + i - 1, noisy_col - 1)
-
-
-def teacher_target_columns(width: int, length: int) -> jnp.ndarray:
-    """In the causal teacher pass over [prompt | x0], column P + i - 1 predicts response token i."""
-    return width + jnp.arange(length) - 1

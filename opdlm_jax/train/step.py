@@ -10,7 +10,9 @@
 
 K = rollout batch / minibatch size: K=1 is purely on-policy; the reference runs 16 updates of 8
 on each batch of 128 rollouts (the later ones slightly off-policy). The teacher's parameters are a
-separate, non-donated argument; the train state is donated.
+separate, non-donated argument; the train state is donated. Everything that changes from one
+rollout batch to the next comes in one `StepInputs` tuple (prompts, per-sequence caps, given
+responses), sharded over the batch axes by the matching `step_inputs_shardings` tree.
 
 The baselines of the ablation tables are the same step with other stages plugged in:
 rollout_source "teacher" (the AR teacher's responses; Off-Policy, SFT) or "given" (a text corpus),
@@ -26,29 +28,53 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from opdlm_jax.decoding.ar_decoder import ar_decode
+from opdlm_jax.decoding.block_diffusion import block_diffusion_decode
+from opdlm_jax.decoding.config import SamplerConfig
 from opdlm_jax.diffusion.bd3lm_loss import bd3lm_loss
-from opdlm_jax.diffusion.config import SamplerConfig
-from opdlm_jax.diffusion.sampler import block_diffusion_decode
+from opdlm_jax.diffusion.rollout_batch import RolloutBatch
 from opdlm_jax.diffusion.states import block_mask_fraction, select_states
-from opdlm_jax.generation.ar_decoder import ar_decode
 from opdlm_jax.distill.opd_loss import LossConfig, opd_loss
-from opdlm_jax.distill.rollout_batch import RolloutBatch
 from opdlm_jax.distill.teacher import teacher_hidden
 from opdlm_jax.models.config import ModelConfig
+from opdlm_jax.train.state import TrainState
 
 
 ROLLOUT_SOURCES = ("student", "teacher", "given")
 OBJECTIVES = ("kl", "bd3lm")
 
 
-class TrainState(NamedTuple):
-    step: jnp.ndarray  # optimizer updates done
-    params: Any
-    opt_state: Any
+class StepInputs(NamedTuple):
+    """What one OPD step consumes besides the states and the key, as one pytree.
+
+    prompts / prompt_valid [B, P]: left-padded prompt ids and their mask (P a multiple of the
+    block size). max_lengths [B] int32: each sequence's response budget (the curriculum's budget
+    capped per domain; multiples of the block size, <= StepConfig.max_new_tokens); a student
+    rollout stops there as at a stop token. responses / response_lengths [B, L] / [B]: the data
+    of rollout_source "given" (None otherwise).
+    """
+    prompts: jnp.ndarray
+    prompt_valid: jnp.ndarray
+    max_lengths: jnp.ndarray
+    responses: jnp.ndarray | None = None
+    response_lengths: jnp.ndarray | None = None
 
 
-def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
-    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+def full_budget_inputs(prompts, prompt_valid, max_new_tokens: int, responses=None,
+                       response_lengths=None) -> StepInputs:
+    """StepInputs where every sequence may use the whole budget (no per-sequence caps)."""
+    caps = jnp.full((prompts.shape[0],), max_new_tokens, jnp.int32)
+    return StepInputs(jnp.asarray(prompts), jnp.asarray(prompt_valid), caps,
+                      None if responses is None else jnp.asarray(responses),
+                      None if response_lengths is None else jnp.asarray(response_lengths, jnp.int32))
+
+
+def step_inputs_shardings(mesh, given: bool = False) -> StepInputs:
+    """The sharding tree of StepInputs: every field split over the batch axes (data x fsdp)."""
+    from opdlm_jax.sharding import batch_sharding
+
+    rows, per_seq = batch_sharding(mesh, 2), batch_sharding(mesh, 1)
+    return StepInputs(rows, rows, per_seq, rows if given else None, per_seq if given else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,12 +131,17 @@ def rollout_stage(config: ModelConfig, params: Any, prompts: jnp.ndarray, prompt
 
 
 def teacher_rollout_stage(config: ModelConfig, params: Any, prompts: jnp.ndarray, prompt_valid: jnp.ndarray,
-                          key: jax.Array, cfg: StepConfig) -> tuple[RolloutBatch, dict]:
-    """Off-policy data: the AR teacher's responses; every real token counts as decoded (step 0)."""
+                          key: jax.Array, cfg: StepConfig,
+                          max_lengths: jnp.ndarray | None = None) -> tuple[RolloutBatch, dict]:
+    """Off-policy data: the AR teacher's responses; every real token counts as decoded (step 0).
+
+    max_lengths [B]: per-sequence caps; a response is cut there (the AR decoder runs the batch budget).
+    """
     out = ar_decode(config, jax.lax.stop_gradient(params), prompts, prompt_valid, key,
                     sampling=cfg.sampler.sampling, max_new_tokens=cfg.max_new_tokens, stop_ids=cfg.stop_ids,
                     pad_id=cfg.pad_id, banned_ids=(cfg.mask_id,))
-    return given_rollouts(prompts, prompt_valid, out.tokens, out.lengths), {
+    lengths = out.lengths if max_lengths is None else jnp.minimum(out.lengths, max_lengths)
+    return given_rollouts(prompts, prompt_valid, out.tokens, lengths), {
         "rollout_nfe": out.nfe, "rollout_tokens_per_round": jnp.ones(()),
         "rollout_forward_tokens": prompts.size + out.rounds.sum() * 1}
 
@@ -121,7 +152,7 @@ def given_rollouts(prompts, prompt_valid, responses, lengths) -> RolloutBatch:
 
 
 def select_states_stage(batch: RolloutBatch, key: jax.Array, cfg: StepConfig) -> jnp.ndarray:
-    masked, _ = select_states(cfg.selection, batch.step_map, key, cfg.sampler.block_size)
+    masked = select_states(cfg.selection, batch.step_map, key, cfg.sampler.block_size)
     return masked
 
 
@@ -130,8 +161,11 @@ def objective_loss(params: Any, student_config: ModelConfig, teacher_config: Mod
     """The loss of one minibatch: KL to the teacher's targets, or the BD3-LM cross-entropy."""
     if cfg.objective == "bd3lm":
         rate = block_mask_fraction(masked, batch.step_map, cfg.sampler.block_size)
+        lc = cfg.loss
         return bd3lm_loss(student_config, params, batch, masked, rate, mask_id=cfg.mask_id,
-                          stop_ids=cfg.stop_ids, loss=cfg.loss)
+                          stop_ids=cfg.stop_ids, block_size=lc.block_size, alignment=lc.alignment,
+                          normalisation=lc.normalisation, chunk_size=lc.chunk_size,
+                          vocab_limit=lc.vocab_limit)
     return opd_loss(student_config, params, teacher_config, teacher_params, batch, masked,
                     mask_id=cfg.mask_id, stop_ids=cfg.stop_ids, loss=cfg.loss, teacher_states=t_hidden)
 
@@ -173,30 +207,26 @@ def update_stage(state: TrainState, student_config: ModelConfig, teacher_config:
     return state, metrics
 
 
-def opd_step(state: TrainState, teacher_params: Any, prompts: jnp.ndarray, prompt_valid: jnp.ndarray,
-             key: jax.Array, max_lengths: jnp.ndarray | None = None, responses: jnp.ndarray | None = None,
-             response_lengths: jnp.ndarray | None = None, *, student_config: ModelConfig,
-             teacher_config: ModelConfig, cfg: StepConfig,
+def opd_step(state: TrainState, teacher_params: Any, inputs: StepInputs, key: jax.Array, *,
+             student_config: ModelConfig, teacher_config: ModelConfig, cfg: StepConfig,
              optimizer: optax.GradientTransformation) -> tuple[TrainState, dict]:
-    """prompts [B, P] left-padded (P a multiple of the block size) -> (new state, metrics).
-
-    max_lengths [B]: per-sequence response budgets (student rollouts). responses / response_lengths
-    [B, L] / [B]: the data of rollout_source "given".
-    """
+    """One RL step on a rollout batch described by `inputs` -> (new state, metrics)."""
+    prompts, prompt_valid = inputs.prompts, inputs.prompt_valid
     if prompts.shape[0] % cfg.minibatch_size:
         raise ValueError(f"rollout batch {prompts.shape[0]} is not a multiple of "
                          f"minibatch_size={cfg.minibatch_size}")
     k_rollout, k_states, k_order = jax.random.split(key, 3)
     if cfg.rollout_source == "student":
         batch, rollout_stats = rollout_stage(student_config, state.params, prompts, prompt_valid, k_rollout,
-                                             cfg, max_lengths)
+                                             cfg, inputs.max_lengths)
     elif cfg.rollout_source == "teacher":
         batch, rollout_stats = teacher_rollout_stage(teacher_config, teacher_params, prompts, prompt_valid,
-                                                     k_rollout, cfg)
+                                                     k_rollout, cfg, inputs.max_lengths)
     else:
-        if responses is None or response_lengths is None:
-            raise ValueError("rollout_source='given' needs responses and response_lengths")
-        batch = given_rollouts(prompts, prompt_valid, responses, response_lengths)
+        if inputs.responses is None or inputs.response_lengths is None:
+            raise ValueError("rollout_source='given' needs StepInputs.responses and response_lengths")
+        lengths = jnp.minimum(inputs.response_lengths, inputs.max_lengths)
+        batch = given_rollouts(prompts, prompt_valid, inputs.responses, lengths)
         rollout_stats = {"rollout_nfe": jnp.zeros((), jnp.int32), "rollout_forward_tokens": jnp.zeros((), jnp.int32),
                          "rollout_tokens_per_round": jnp.zeros(())}
     masked = select_states_stage(batch, k_states, cfg)
@@ -212,35 +242,32 @@ def opd_step(state: TrainState, teacher_params: Any, prompts: jnp.ndarray, promp
 
 def make_opd_step(student_config: ModelConfig, teacher_config: ModelConfig, cfg: StepConfig,
                   optimizer: optax.GradientTransformation, *, state_shardings=None,
-                  teacher_shardings=None, batch_sharding=None, mesh=None):
-    """The jitted step `(state, teacher_params, prompts, prompt_valid, key) -> (state, metrics)`.
+                  teacher_shardings=None, mesh=None):
+    """The jitted step `(state, teacher_params, inputs: StepInputs, key) -> (state, metrics)`.
 
-    With a mesh, pass the shardings from `opdlm_jax.sharding` (`train_state_shardings`); the step
-    then runs inside the logical-axis rules so the model's activation constraints take effect.
+    With a mesh, pass the state and teacher shardings (`train.state.train_state_shardings`,
+    `sharding.param_shardings`); the inputs are split over the batch axes and the step runs
+    inside the logical-axis rules so the model's activation constraints take effect.
     """
-    def step(state, teacher_params, prompts, prompt_valid, key, max_lengths=None, responses=None,
-             response_lengths=None):
-        return opd_step(state, teacher_params, prompts, prompt_valid, key, max_lengths, responses,
-                        response_lengths, student_config=student_config, teacher_config=teacher_config,
-                        cfg=cfg, optimizer=optimizer)
+    def step(state, teacher_params, inputs, key):
+        return opd_step(state, teacher_params, inputs, key, student_config=student_config,
+                        teacher_config=teacher_config, cfg=cfg, optimizer=optimizer)
 
     if mesh is None:
         return jax.jit(step, donate_argnums=0)
     from opdlm_jax.sharding import replicated, rules_context
 
     rep = replicated(mesh)
-    per_seq = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(batch_sharding.spec[0]))
+    inputs_shardings = step_inputs_shardings(mesh, given=cfg.rollout_source == "given")
     jitted = jax.jit(step, donate_argnums=0,
-                     in_shardings=(state_shardings, teacher_shardings, batch_sharding, batch_sharding, rep,
-                                   per_seq, batch_sharding, per_seq),
+                     in_shardings=(state_shardings, teacher_shardings, inputs_shardings, rep),
                      out_shardings=(state_shardings, rep))
 
     def run(*args):
-        args = args + (None,) * (8 - len(args))  # the optional per-sequence inputs
         with rules_context(mesh):
             return jitted(*args)
 
-    run.lower = lambda *a: _lower_in(mesh, jitted, *(a + (None,) * (8 - len(a))))
+    run.lower = lambda *a: _lower_in(mesh, jitted, *a)
     return run
 
 
@@ -249,14 +276,3 @@ def _lower_in(mesh, jitted, *args):
 
     with rules_context(mesh):
         return jitted.lower(*args)
-
-
-def train_state_shardings(state: TrainState, param_shardings: Any, optimizer: optax.GradientTransformation,
-                          mesh) -> TrainState:
-    """Shardings of a TrainState: optimizer moments follow their parameters, the rest replicated."""
-    from opdlm_jax.sharding import replicated
-
-    rep = replicated(mesh)
-    opt = optax.tree_map_params(optimizer, lambda _, s: s, state.opt_state, param_shardings,
-                                transform_non_params=lambda _: rep)
-    return TrainState(rep, param_shardings, opt)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from opdlm_jax.diffusion.strategies import STRATEGIES
-from opdlm_jax.generation.sampling import SamplingParams
+from opdlm_jax.decoding.strategies import STRATEGIES
+from opdlm_jax.decoding.sampling import SamplingParams
 
 ALIGNMENTS = ("same_position", "shifted")
 

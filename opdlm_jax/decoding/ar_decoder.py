@@ -7,8 +7,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from opdlm_jax.generation.sampling import SamplingParams, ban_tokens, sample_tokens
-from opdlm_jax.generation.stopping import is_stop, response_lengths
+from opdlm_jax.decoding.sampling import SamplingParams, ban_tokens, sample_tokens
+from opdlm_jax.decoding.stopping import is_stop, response_lengths
 from opdlm_jax.models import extend, init_cache, unembed
 from opdlm_jax.models.config import ModelConfig
 

@@ -12,10 +12,10 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
-from opdlm_jax.diffusion.config import SamplerConfig
-from opdlm_jax.diffusion.sampler import block_diffusion_decode
-from opdlm_jax.generation.ar_decoder import ar_decode
-from opdlm_jax.generation.batching import bucket_width, left_pad, note_shape
+from opdlm_jax.decoding.config import SamplerConfig
+from opdlm_jax.decoding.block_diffusion import block_diffusion_decode
+from opdlm_jax.decoding.ar_decoder import ar_decode
+from opdlm_jax.decoding.batching import bucket_width, left_pad, note_shape
 from opdlm_jax.models.config import ModelConfig
 
 _compiled: dict = {}

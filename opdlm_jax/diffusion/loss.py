@@ -5,10 +5,11 @@ from typing import Literal, NamedTuple, Sequence
 
 import jax.numpy as jnp
 
-from opdlm_jax.generation.stopping import is_stop
+from opdlm_jax.decoding.stopping import is_stop
 
-NormaliseMode = Literal["sequence", "token"]
-MODES = ("sequence", "token")
+NormaliseMode = Literal["sequence", "sequence_nonempty", "token"]
+# "sequence" is the reference's: the mean of per-row means over ALL rows, an empty row counting 0.
+NORMALISATIONS = ("sequence", "sequence_nonempty", "token")
 
 
 def loss_positions(response_valid: jnp.ndarray, masked: jnp.ndarray, response_tokens: jnp.ndarray,
@@ -42,9 +43,10 @@ class LossSums(NamedTuple):
 
     Under data parallelism (or gradient accumulation) reduce both fields over all shards /
     micro-batches with a sum (e.g. `lax.psum`) and divide once; the result then equals the
-    single-device loss on the whole batch. For "sequence" mode the numerator is the sum of
-    per-sequence means and the denominator the number of sequences with >= 1 loss position;
-    for "token" mode they are the weighted sum of all values and the total weight.
+    single-device loss on the whole batch. For the "sequence" modes the numerator is the sum of
+    per-sequence means and the denominator the number of sequences ("sequence": all of them, as
+    the reference; "sequence_nonempty": those with >= 1 loss position); for "token" mode they are
+    the weighted sum of all values and the total weight.
     """
     numerator: jnp.ndarray
     denominator: jnp.ndarray
@@ -67,8 +69,8 @@ def loss_sums(per_position: jnp.ndarray, weights: jnp.ndarray,
     per_position [B, L]; weights [B, L], a bool loss mask (e.g. `loss_positions`) or float
     weights. Values at zero-weight positions are ignored even if NaN or inf.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown normalisation mode {mode!r}; expected one of {MODES}")
+    if mode not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation mode {mode!r}; expected one of {NORMALISATIONS}")
     per_position = jnp.asarray(per_position, jnp.float32)
     weights = jnp.asarray(weights).astype(jnp.float32)
     if per_position.shape != weights.shape or per_position.ndim != 2:
@@ -80,6 +82,8 @@ def loss_sums(per_position: jnp.ndarray, weights: jnp.ndarray,
         return LossSums(weighted.sum(), weights.sum())
     seq_weight = weights.sum(-1)
     seq_mean = safe_divide(weighted.sum(-1), seq_weight)
+    if mode == "sequence":  # the reference's loss_unreduced.mean(): empty rows count as 0
+        return LossSums(seq_mean.sum(), jnp.float32(per_position.shape[0]))
     return LossSums(seq_mean.sum(), (seq_weight > 0).sum().astype(jnp.float32))
 
 
@@ -88,7 +92,9 @@ def normalise(per_position: jnp.ndarray, weights: jnp.ndarray,
     """Scalar loss from per-position values [B, L] and a loss mask / weights [B, L].
 
     "sequence" (the reference default): per sequence, sum over its loss positions / their count;
-    then the mean over the sequences that have at least one loss position.
+    then the mean over ALL sequences, a sequence without loss positions counting 0.
+    "sequence_nonempty": the same per-sequence means, averaged over the sequences that have at
+    least one loss position (a batch with many empty responses is not scaled down).
     "token": global sum / global count. Returns 0 (not NaN) when nothing is in the loss.
     """
     return loss_sums(per_position, weights, mode).value

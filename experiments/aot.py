@@ -1,14 +1,14 @@
 """Ahead-of-time compile of the fused OPD step: per-chip memory of a TPU slice without the TPU.
 
-    python -m opdlm_jax.aot --preset qwen3-0.6b --topology v5p:2x2x1
-    python -m opdlm_jax.aot --preset qwen3-8b --topology v6e:2x4 --mesh 1,8,1 --json
-    python -m opdlm_jax.aot --all-presets --topology v5p:2x2x1          # the four Qwen3 sizes
-    python -m opdlm_jax.aot --preset tiny --platform cpu --batch 8 --minibatch 4 --prompt-len 8 \
+    python -m experiments.aot --preset qwen3-0.6b --topology v5p:2x2x1
+    python -m experiments.aot --preset qwen3-8b --topology v6e:2x4 --mesh 1,8,1 --json
+    python -m experiments.aot --all-presets --topology v5p:2x2x1          # the four Qwen3 sizes
+    python -m experiments.aot --preset tiny --platform cpu --batch 8 --minibatch 4 --prompt-len 8 \
         --max-new-tokens 8 --hbm-gib 1                                  # smoke test, ~30 s
 
 Nothing is materialised: parameters, the train state (AdamW moments) and the frozen teacher are
 `jax.eval_shape` results turned into ShapeDtypeStructs that carry their NamedShardings on a
-("data", "fsdp", "tensor") mesh; the step from `opdlm_jax.train.opd_step.make_opd_step` (rollout,
+("data", "fsdp", "tensor") mesh; the step from `opdlm_jax.train.step.make_opd_step` (rollout,
 state selection, teacher scoring, K minibatch updates, all in one program) is lowered on them and
 compiled. The report gives, per chip, the argument / output / temporary bytes from
 `compiled.memory_analysis()`, their total against the chip's HBM, compile time and XLA's FLOP
@@ -244,7 +244,7 @@ def tiny_config():
 
 def model_configs(spec: AotSpec):
     """(student, teacher) ModelConfigs: same architecture, the trainer's numerics."""
-    from opdlm_jax.presets import preset_config
+    from opdlm_jax.checkpoints.presets import preset_config
 
     numerics = dict(dtype=spec.dtype, param_dtype=spec.param_dtype, scan_layers=spec.scan_layers,
                     remat_policy=spec.remat)
@@ -276,10 +276,10 @@ def resolve_loss(spec: AotSpec) -> AotSpec:
 def step_config(spec: AotSpec, teacher_config):
     """The recipe's step: block diffusion rollouts (block 4, <= 4 rounds, dynamic 0.9, T=1),
     per-block state selection, the spec's divergence (resolve_loss), K = batch / minibatch updates."""
-    from opdlm_jax.diffusion.config import SamplerConfig
+    from opdlm_jax.decoding.config import SamplerConfig
     from opdlm_jax.distill.opd_loss import LossConfig, output_vocab_limit
-    from opdlm_jax.generation.sampling import SamplingParams
-    from opdlm_jax.train.opd_step import StepConfig
+    from opdlm_jax.decoding.sampling import SamplingParams
+    from opdlm_jax.train.step import StepConfig
 
     div_kwargs = (("k", spec.topk),) if spec.divergence.startswith("topk") else ()
     sampler = SamplerConfig(block_size=spec.block_size, steps_per_block=min(4, spec.block_size),
@@ -388,7 +388,7 @@ def run_aot(spec: AotSpec, student_config=None, teacher_config=None) -> AotRepor
 
     from opdlm_jax.models.forward import init_params
     from opdlm_jax.sharding import batch_sharding, make_mesh, param_shardings, replicated
-    from opdlm_jax.train.opd_step import init_train_state, make_opd_step, train_state_shardings
+    from opdlm_jax.train.step import init_train_state, make_opd_step, train_state_shardings
     from opdlm_jax.train.optimizer import OptimizerConfig, make_optimizer
 
     spec = resolve_loss(spec)
@@ -527,9 +527,9 @@ def parse_mesh(text: str) -> tuple[int, int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m opdlm_jax.aot", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m experiments.aot", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="qwen3-0.6b", help=f"a preset of opdlm_jax.presets or {TINY!r}")
+    p.add_argument("--preset", default="qwen3-0.6b", help=f"a preset of opdlm_jax.checkpoints.presets or {TINY!r}")
     p.add_argument("--all-presets", action="store_true",
                    help=f"run {', '.join(QWEN3_PRESETS)}, one subprocess each (see --timeout)")
     p.add_argument("--topology", default="v5p:2x2x1",
@@ -590,7 +590,7 @@ def _child_argv(argv: Sequence[str], preset: str) -> list[str]:
 
 
 def _run_child(argv: Sequence[str], preset: str, timeout: float) -> dict:
-    cmd = [sys.executable, "-m", "opdlm_jax.aot", *_child_argv(argv, preset)]
+    cmd = [sys.executable, "-m", "experiments.aot", *_child_argv(argv, preset)]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

@@ -20,10 +20,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from opdlm_jax.diffusion.config import SamplerConfig
-from opdlm_jax.diffusion.strategies import choose_unmask
-from opdlm_jax.generation.sampling import ban_tokens, sample_tokens
-from opdlm_jax.generation.stopping import is_stop, response_lengths
+from opdlm_jax.decoding.config import SamplerConfig
+from opdlm_jax.decoding.strategies import choose_unmask
+from opdlm_jax.decoding.sampling import ban_tokens, sample_tokens
+from opdlm_jax.decoding.stopping import is_stop, response_lengths
 from opdlm_jax.models import extend, forward, init_cache, unembed
 from opdlm_jax.models.config import ModelConfig
 

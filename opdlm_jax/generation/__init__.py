@@ -1,1 +1,0 @@
-"""Shared decoding pieces: prompt batching, token sampling, stop handling, the AR decoder."""
