@@ -14,10 +14,12 @@ from pathlib import Path
 
 import jax
 
-from experiments.data.prompts import load_prompt_file
+from experiments.data.prompts import ANSWER_DOMAINS
 from experiments.demo_report import seeds_of, write_plots, write_results, write_summary_plot
 from experiments.evaluation import build_eval_set, evaluate, threshold_sweep
 from opdlm_jax.checkpoints.loading import load_model
+from opdlm_jax.data.chat_format import chat_format_from_config
+from opdlm_jax.data.prompt_records import read_prompt_records
 from opdlm_jax.train.loop import train
 from opdlm_jax.train.setup import build_setup, loss_config
 from opdlm_jax.train.config import ConfigError, validate_config
@@ -47,13 +49,13 @@ def plan_runs(config) -> list[tuple[str, object, object]]:
 def run_demo(config, workdir: Path) -> dict:
     t_start = time.perf_counter()
     planned = plan_runs(config)
-    jax.config.update("jax_compilation_cache_dir", str(Path(workdir) / "jax_cache"))
     ev = config.eval
     teacher = load_model(config.train.teacher, dtype=config.train.dtype, scan_layers=config.train.scan_layers)
     teacher.params = jax.device_put(teacher.params)
     _log(f"teacher loaded: {config.train.teacher} ({teacher.config.num_params() / 1e6:.0f}M params)")
-    heldout = load_prompt_file(config.train.data.heldout)
-    evalset = build_eval_set(teacher, heldout, ev.n_math, ev.n_chat, ev.max_new_tokens)
+    heldout = read_prompt_records(config.train.data.heldout, require_answer_for=ANSWER_DOMAINS)
+    evalset = build_eval_set(teacher, heldout, ev.n_math, ev.n_chat, ev.max_new_tokens,
+                             chat_format_from_config(config.train))  # as the runs train
     common = dict(block_size=config.train.rollout.block_size, max_new_tokens=ev.max_new_tokens)
     rows = []
 

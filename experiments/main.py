@@ -30,8 +30,10 @@ def main(argv) -> None:
     config = _CONFIG.value
     if config is None or not _WORKDIR.value:
         sys.exit("error: --config and --workdir are required")
+    from opdlm_jax.compilation_cache import enable_compilation_cache
     from opdlm_jax.sharding import initialize_distributed
 
+    enable_compilation_cache()  # a resumed or repeated run loads its compiled step from disk
     initialize_distributed()  # a no-op on one host; joins the other workers on a TPU pod slice
     workdir = Path(_WORKDIR.value)
     print("config:\n" + str(config))

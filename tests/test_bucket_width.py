@@ -1,15 +1,10 @@
 """Prompt-width buckets: the power-of-two ladder and the finer 1.5x ladder, by hand; the trainer's
 `data.prompt_ladder` is validated and used for the step's prompt width."""
-from pathlib import Path
-
 import pytest
 
 from opdlm_jax.decoding.batching import bucket_width
 from opdlm_jax.train.config import ConfigError, default_config, validate_config
-from tests_configs_loader import load_config
-from tiny_hf import make_tiny_hf_dir, write_prompts
 
-ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = [1, 16, 17, 24, 25, 33, 49, 64, 65, 89, 97, 128, 129, 200]
 
 
@@ -25,29 +20,26 @@ def test_ladders_by_hand():
         bucket_width(10, 4, ladder="pow3")
 
 
-def test_trainer_ladder_is_validated_and_used(tmp_path, monkeypatch):
-    from opdlm_jax.train import loop
+def test_trainer_ladder_is_validated_and_used():
+    from types import SimpleNamespace
+
+    from opdlm_jax.train.batch_inputs import step_inputs
+    from opdlm_jax.train.curriculum import Curriculum
+    from opdlm_jax.train.setup import SpecialTokens
 
     config = default_config()
     config.data.train = "x.jsonl"
     config.data.prompt_ladder = "fine"
     with pytest.raises(ConfigError, match="data.prompt_ladder='fine'"):
         validate_config(config)
-
-    config = load_config(ROOT / "tests/configs/tiny_train.py")
-    config.teacher = str(make_tiny_hf_dir(tmp_path / "model"))
-    config.data.train = str(write_prompts(tmp_path / "prompts.jsonl"))
-    config.data.prompt_ladder = "pow2_half"
-    config.steps = 1
-    seen = []
-    real_left_pad = loop.left_pad
-
-    def spy(ids, width, pad):
-        seen.append((max(len(t) for t in ids), width))
-        return real_left_pad(ids, width, pad)
-
-    monkeypatch.setattr(loop, "left_pad", spy)
-    loop.train(config, tmp_path / "run", progress=False)
-    assert len(seen) == 1
-    longest, width = seen[0]
-    assert width == bucket_width(longest, config.rollout.block_size, ladder="pow2_half")
+    # The loop's inputs (train.batch_inputs.step_inputs) pad prompts to the configured ladder's rung.
+    setup = SimpleNamespace(curriculum=Curriculum(start=8, end=8, bucket=8),
+                            tokens=SpecialTokens(mask_id=99, pad_id=0, stop_ids=(1,)))
+    for ladder in ("pow2", "pow2_half"):
+        config.data.prompt_ladder = ladder
+        for longest in (17, 25, 40, 70):
+            batch = SimpleNamespace(token_ids=[[3] * longest, [4]], domains=["chat", "chat"])
+            width = step_inputs(config, setup, batch, rl_step=0).inputs.prompts.shape[1]
+            assert width == bucket_width(longest, config.rollout.block_size, minimum=config.data.prompt_bucket,
+                                         ladder=ladder)
+    assert bucket_width(25, 4, ladder="pow2_half") == 32 and bucket_width(17, 4, ladder="pow2_half") == 24

@@ -47,3 +47,19 @@ def test_rows_of_one_model_are_averaged_over_seeds():
 def test_one_seed_reads_plainly():
     md = results_markdown([_row("opdlm", 0, 2.0, 1.0, 0.25)], None, _config([0]))
     assert "One seed." in md and "±" not in md and "| opdlm | 100 | 2.00 | 1.00 |" in md
+
+
+def test_resumed_run_metrics_read_forward(tmp_path):
+    """A run resumed from its step-2 checkpoint appends steps 3-4 again: the curves read each step
+    once, the resumed value, in step order (never plotted backwards)."""
+    import json
+
+    from opdlm_jax.train.metrics_writer import read_metrics
+
+    lines = [(1, 5.0), (2, 4.0), (3, 3.0), (4, 2.5), (3, 3.1), (4, 2.4), (5, 2.0)]
+    records = [dict(step=s, split="train", loss=v) for s, v in lines] + [dict(step=4, split="eval", kl=1.0)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    train = read_metrics(tmp_path, "train")
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in train] == [5.0, 4.0, 3.1, 2.4, 2.0]
+    assert [r["split"] for r in read_metrics(tmp_path)] == ["train", "train", "train", "eval", "train", "train"]

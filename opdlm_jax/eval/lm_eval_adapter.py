@@ -71,6 +71,7 @@ import hashlib
 import logging
 from typing import Any, Sequence
 
+import jax
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm

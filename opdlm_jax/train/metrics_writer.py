@@ -38,8 +38,18 @@ class MetricsWriter:
 
 
 def read_metrics(workdir: str | os.PathLike, split: str | None = None) -> list[dict]:
+    """The records of metrics.jsonl in step order, one per (split, step).
+
+    A resumed run appends again the steps after its last checkpoint; the later record of a step
+    is the one the finished run stands on, so it replaces the earlier one (plots never go back).
+    """
     path = Path(workdir) / "metrics.jsonl"
     if not path.exists():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if split is None or r.get("split") == split]
+    latest: dict = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            if split is None or r.get("split") == split:
+                latest[r.get("split"), r["step"]] = r
+    return sorted(latest.values(), key=lambda r: (r["step"], str(r.get("split"))))
