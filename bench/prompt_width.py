@@ -20,8 +20,8 @@ import numpy as np
 
 from bench.common import summarize, timed
 from experiments.configs.demo import get_config
-from experiments.evaluation import encode
-from experiments.data.prompts import load_prompt_file
+from opdlm_jax.data.chat_format import chat_format_from_config, prompt_token_ids
+from opdlm_jax.data.prompt_records import read_prompt_records
 from opdlm_jax.decoding.batching import left_pad
 from opdlm_jax.checkpoints.loading import load_model
 from opdlm_jax.train.loop import build_setup, step_config
@@ -40,8 +40,9 @@ def main() -> None:
     setup = build_setup(config, teacher=teacher)
     budget = config.curriculum.end
     step = make_opd_step(setup.student_config, teacher.config, step_config(config, setup, budget), setup.optimizer)
-    records = load_prompt_file(config.data.train)
-    prompts = [ids for ids in (encode(teacher.tokenizer, r["prompt"]) for r in records) if len(ids) <= min(widths)]
+    fmt = chat_format_from_config(config)  # the prompts the demo trains on
+    records = read_prompt_records(config.data.train)
+    prompts = [ids for ids in (prompt_token_ids(teacher.tokenizer, r, fmt) for r in records) if len(ids) <= min(widths)]
     prompts = prompts[:config.batch_size]
     print(f"{len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, budget {budget}")
     inputs = {w: tuple(jnp.asarray(x) for x in left_pad(prompts, w, 0)) for w in widths}

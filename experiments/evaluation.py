@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from opdlm_jax.data.chat_format import ChatFormat, prompt_token_ids
+from opdlm_jax.data.prompt_records import PromptRecord
 from opdlm_jax.decoding import SamplerConfig
 from opdlm_jax.distill.opd_loss import LossConfig
 from opdlm_jax.eval.answers import score_math
@@ -28,21 +30,19 @@ class EvalSet:
     teacher_answers: list  # the teacher's greedy responses to chat_ids (the fixed states)
 
 
-def encode(tokenizer, prompt: str) -> list[int]:
-    return list(tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                              add_generation_prompt=True, tokenize=True, return_dict=False))
-
-
-def build_eval_set(teacher, records: Sequence[dict], n_math: int, n_chat: int, max_new_tokens: int) -> EvalSet:
-    math = [r for r in records if r["domain"] == "math"][:n_math]
-    chat = [r for r in records if r["domain"] != "math"][:n_chat]
+def build_eval_set(teacher, records: Sequence[PromptRecord], n_math: int, n_chat: int, max_new_tokens: int,
+                   fmt: ChatFormat) -> EvalSet:
+    """fmt: the run's training format (`chat_format_from_config(train_config)`), so that an
+    evaluation prompt is the prompt training feeds for the same record."""
+    math = [r for r in records if r.domain == "math"][:n_math]
+    chat = [r for r in records if r.domain != "math"][:n_chat]
     tok = teacher.tokenizer
-    chat_ids = [encode(tok, r["prompt"]) for r in chat]
+    chat_ids = [prompt_token_ids(tok, r, fmt) for r in chat]
     answers = generate_ar(teacher.config, teacher.params, chat_ids, sampling=SamplingParams(greedy=True),
                           max_new_tokens=max_new_tokens, stop_ids=teacher.stop_token_ids, pad_id=0,
                           banned_ids=(teacher.mask_token_id,)).token_ids
-    return EvalSet([encode(tok, r["prompt"]) for r in math], [r["answer"] for r in math], chat_ids,
-                   [r["prompt"] for r in chat], answers)
+    return EvalSet([prompt_token_ids(tok, r, fmt) for r in math], [r.answer for r in math], chat_ids,
+                   [r.prompt for r in chat], answers)
 
 
 def _decode(model, config, params, ids, mode, sampler, max_new_tokens):

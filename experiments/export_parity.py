@@ -28,6 +28,7 @@ def compare(checkpoint: str, out_dir: str, prompts: Sequence[str] = PROMPTS) -> 
     from opdlm_jax.export import export_run
     from opdlm_jax.models.forward import forward
     from opdlm_jax.checkpoints.orbax import load_model_from_run
+    from opdlm_jax.data.chat_format import prompt_token_ids
 
     export_run(checkpoint, out_dir)
     ours = load_model_from_run(checkpoint)
@@ -39,8 +40,7 @@ def compare(checkpoint: str, out_dir: str, prompts: Sequence[str] = PROMPTS) -> 
     hf64 = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float64).eval()
     rows = []
     for prompt in prompts:
-        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                      tokenize=True, return_dict=False)
+        ids = prompt_token_ids(tok, {"prompt": prompt, "domain": "chat"})
         mine = np.asarray(forward(ours.config, ours.params, jnp.asarray([ids]), mode="causal"), np.float64)
         with torch.no_grad():
             r32 = hf32(torch.tensor([ids])).logits.double().numpy()

@@ -1,7 +1,11 @@
 """Multi-run experiments, dispatched by `config.experiment` (e.g. the embedded-default demo)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from opdlm_jax.data.chat_format import ChatFormat, chat_format_from_config, prompt_token_ids
+from opdlm_jax.data.prompt_records import read_prompt_records
 
 
 def run(experiment: str, config, workdir: Path) -> None:
@@ -18,19 +22,19 @@ def run(experiment: str, config, workdir: Path) -> None:
 
 def run_sweep(config, workdir: Path) -> None:
     """Decoding-parallelism sweep of one model; writes sweep.json and prints the table."""
-    import json
-
     import jax
 
-    from experiments.data.prompts import load_prompt_file
-    from experiments.evaluation import EvalSet, encode, sweep_setting_name, threshold_sweep
+    from experiments.data.prompts import ANSWER_DOMAINS
+    from experiments.evaluation import EvalSet, sweep_setting_name, threshold_sweep
     from opdlm_jax.checkpoints.loading import load_model
     from opdlm_jax.checkpoints.orbax import load_model_from_run
 
     model = load_model_from_run(config.run_dir) if config.run_dir else load_model(config.model)
     model.params = jax.device_put(model.params)
-    math = [r for r in load_prompt_file(config.prompts) if r["domain"] == "math"][:config.n_math]
-    evalset = EvalSet([encode(model.tokenizer, r["prompt"]) for r in math], [r["answer"] for r in math],
+    records = read_prompt_records(config.prompts, require_answer_for=ANSWER_DOMAINS)
+    math = [r for r in records if r.domain == "math"][:config.n_math]
+    fmt = _run_chat_format(config.run_dir)
+    evalset = EvalSet([prompt_token_ids(model.tokenizer, r, fmt) for r in math], [r.answer for r in math],
                       [], [], [])
     rows = threshold_sweep(model, model.params, evalset, alignment=config.alignment,
                            thresholds=list(config.thresholds), block_sizes=list(config.block_sizes),
@@ -40,3 +44,14 @@ def run_sweep(config, workdir: Path) -> None:
     for r in rows:
         print(f"| {sweep_setting_name(r)} | {r['block_size']} | {r['accuracy']:.3f} | {r['tokens_per_round']:.2f} | "
               f"{r['tokens_per_second']:.1f} |")
+
+
+def _run_chat_format(run_dir: str) -> ChatFormat:
+    """The format the run trained with, from the config.json `experiments.main` wrote into its
+    workdir; without one (an untrained model, a demo run) the toy configs' format: no suffixes."""
+    config_file = Path(run_dir) / "config.json" if run_dir else None
+    if config_file is not None and config_file.is_file():
+        run_config = json.loads(config_file.read_text())
+        if "data" in run_config:  # a training config, not a multi-run experiment's
+            return chat_format_from_config(run_config)
+    return ChatFormat(suffixes={})

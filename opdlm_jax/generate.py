@@ -11,6 +11,7 @@ import json
 import sys
 from typing import Sequence
 
+from opdlm_jax.data.chat_format import prompt_token_ids
 from opdlm_jax.decoding.config import ALIGNMENTS, SamplerConfig
 from opdlm_jax.decoding.strategies import STRATEGIES
 from opdlm_jax.decoding.sampling import SamplingParams
@@ -92,10 +93,8 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def encode(model, prompt: str, chat: bool) -> list[int]:
-    if chat:
-        return list(model.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True,
-            return_dict=False))
+    if chat:  # formatted as training formats a chat record (no suffix)
+        return prompt_token_ids(model.tokenizer, {"prompt": prompt, "domain": "chat"})
     return list(model.tokenizer.encode(prompt, add_special_tokens=False))
 
 

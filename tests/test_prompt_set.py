@@ -1,5 +1,5 @@
-"""The shipped demo prompt set: loading, counts, split hygiene, math answers, loader errors,
-and byte-identical regeneration by the builder."""
+"""The shipped demo prompt set: loading (with the library's reader and the demo's rules), counts,
+split hygiene, math answers, loader errors, and byte-identical regeneration by the builder."""
 import hashlib
 import importlib.util
 import json
@@ -10,24 +10,30 @@ from pathlib import Path
 
 import pytest
 
-from experiments.data import PromptFileError, demo_prompt_path, load_prompt_file
+from experiments.data import ANSWER_DOMAINS, DOMAINS, demo_prompt_path
 from experiments.data import build_prompts as bp
+from opdlm_jax.data.prompt_records import PromptDataError, read_prompt_records
 
 DEMO_DIR = demo_prompt_path("train").parent
 EXPECTED = {"train": {"math": 1600, "chat": 1400, "continuation": 1000},
             "heldout": {"math": 100, "chat": 60, "continuation": 40}}
 
 
+def load_demo_file(path):
+    """The library's reader with the demo set's rules."""
+    return read_prompt_records(path, allowed_domains=DOMAINS, require_answer_for=ANSWER_DOMAINS)
+
+
 @pytest.fixture(scope="module")
 def splits():
-    return {split: load_prompt_file(demo_prompt_path(split)) for split in ("train", "heldout")}
+    return {split: load_demo_file(demo_prompt_path(split)) for split in ("train", "heldout")}
 
 
 # ------------------------------------------------------------------------ shipped files
 def test_shipped_files_load_with_expected_domain_mix(splits):
     for split, records in splits.items():
-        assert Counter(r["domain"] for r in records) == EXPECTED[split], split
-    train = Counter(r["domain"] for r in splits["train"])
+        assert Counter(r.domain for r in records) == EXPECTED[split], split
+    train = Counter(r.domain for r in splits["train"])
     n = sum(train.values())
     assert abs(train["math"] / n - 0.40) < 0.02
     assert abs(train["chat"] / n - 0.35) < 0.02
@@ -51,41 +57,42 @@ def test_shipped_files_are_small_and_documented():
 
 def test_records_are_short_well_formed_and_unique(splits):
     for split, records in splits.items():
-        prompts = [r["prompt"] for r in records]
+        prompts = [r.prompt for r in records]
         assert len(set(prompts)) == len(prompts), f"duplicate prompts in {split}"
+        for line in demo_prompt_path(split).read_text(encoding="utf-8").splitlines():
+            assert set(json.loads(line)) <= {"prompt", "domain", "answer"}  # no other keys in the file
         for r in records:
-            assert set(r) <= {"prompt", "domain", "answer"}
-            assert len(r["prompt"]) <= 240, r["prompt"]
-            if r["domain"] == "math":
-                assert re.fullmatch(r"[1-9]\d*", r["answer"]), r
+            assert len(r.prompt) <= 240, r.prompt
+            if r.domain == "math":
+                assert re.fullmatch(r"[1-9]\d*", r.answer), r
             else:
-                assert "answer" not in r, r
-            if r["domain"] == "continuation":
-                assert r["prompt"].startswith("Continue this text:\n")
-                passage = r["prompt"][len("Continue this text:\n"):]
+                assert r.answer is None, r
+            if r.domain == "continuation":
+                assert r.prompt.startswith("Continue this text:\n")
+                passage = r.prompt[len("Continue this text:\n"):]
                 assert 40 <= len(passage) < 200, passage
                 assert 1 <= len(passage.split("\n")) <= 3, passage
                 assert passage == passage.strip()
 
 
 def test_heldout_is_disjoint_from_train(splits):
-    train_prompts = {r["prompt"] for r in splits["train"]}
-    assert not any(r["prompt"] in train_prompts for r in splits["heldout"])
+    train_prompts = {r.prompt for r in splits["train"]}
+    assert not any(r.prompt in train_prompts for r in splits["heldout"])
     # problem level: the same math problem in another phrasing is not in train either
-    train_keys = {math_key(r["prompt"]) for r in splits["train"] if r["domain"] == "math"}
-    held_keys = [math_key(r["prompt"]) for r in splits["heldout"] if r["domain"] == "math"]
+    train_keys = {math_key(r.prompt) for r in splits["train"] if r.domain == "math"}
+    held_keys = [math_key(r.prompt) for r in splits["heldout"] if r.domain == "math"]
     assert len(set(held_keys)) == len(held_keys)
     assert not train_keys.intersection(held_keys)
     # a given sentence of a held-out rewrite/translate prompt appears in no train prompt
     train_text = "\n".join(train_prompts)
     for r in splits["heldout"]:
         for sentence in bp.SENTENCES:
-            if r["domain"] == "chat" and r["prompt"].endswith(sentence):
+            if r.domain == "chat" and r.prompt.endswith(sentence):
                 assert sentence not in train_text, sentence
 
 
 def test_heldout_covers_both_kinds_of_math(splits):
-    kinds = Counter(math_key(r["prompt"])[0] for r in splits["heldout"] if r["domain"] == "math")
+    kinds = Counter(math_key(r.prompt)[0] for r in splits["heldout"] if r.domain == "math")
     assert kinds["arith"] >= 20 and kinds["word"] >= 20, kinds
 
 
@@ -208,14 +215,14 @@ def test_math_answers_are_correct(splits):
     kinds = Counter()
     for split, records in splits.items():
         for r in records:
-            if r["domain"] == "math":
-                key, value = solve(r["prompt"])
-                assert r["answer"] == str(value), (split, r)
+            if r.domain == "math":
+                key, value = solve(r.prompt)
+                assert r.answer == str(value), (split, r)
                 kinds[key[1] if key[0] == "arith" else "word"] += 1
     assert min(kinds[op] for op in ("add", "sub", "mul", "div")) >= 50, kinds
     assert kinds["word"] >= 600, kinds
-    word_templates = Counter(solve(r["prompt"])[0][1] for r in splits["train"]
-                             if r["domain"] == "math" and solve(r["prompt"])[0][0] == "word")
+    word_templates = Counter(solve(r.prompt)[0][1] for r in splits["train"]
+                             if r.domain == "math" and solve(r.prompt)[0][0] == "word")
     assert set(word_templates) == set(bp.WORD_TEMPLATE_IDS)
 
 
@@ -238,41 +245,43 @@ GOOD = '{"prompt": "What is 2 + 2? Answer with just the number.", "domain": "mat
 
 
 @pytest.mark.parametrize("text, line, problem", [
-    ("", None, "empty prompt file"),
-    ("\n  \n", None, "empty prompt file"),
+    ("", None, "the prompt set is empty"),
+    ("\n  \n", None, "the prompt set is empty"),
     (GOOD + '{"domain": "chat"}\n', 2, "missing required field 'prompt'"),
     (GOOD + '{"prompt": "Hi"}\n', 2, "missing required field 'domain'"),
-    (GOOD + '{"prompt": "Hi", "domain": "code"}\n', 2, "unknown domain 'code'"),
-    (GOOD + '{"prompt": "Hi", "domain": "chat"\n', 2, "bad JSON"),
-    (GOOD + "\n" + "not json\n", 3, "bad JSON"),
-    (GOOD + '["Hi", "chat"]\n', 2, "expected a JSON object"),
-    (GOOD + '{"prompt": "", "domain": "chat"}\n', 2, "'prompt' must be a non-empty string"),
-    (GOOD + '{"prompt": "1 + 1?", "domain": "math"}\n', 2, "missing required field 'answer'"),
+    (GOOD + '{"prompt": "Hi", "domain": "code"}\n', 2, "domain 'code' is not allowed"),
+    (GOOD + '{"prompt": "Hi", "domain": "chat"\n', 2, "invalid JSON"),
+    (GOOD + "\n" + "not json\n", 3, "invalid JSON"),
+    (GOOD + '["Hi", "chat"]\n', 2, "expected an object"),
+    (GOOD + '{"prompt": "", "domain": "chat"}\n', 2, "field 'prompt' is empty"),
+    (GOOD + '{"prompt": "1 + 1?", "domain": "math"}\n', 2, "a 'math' record needs an 'answer'"),
+    (GOOD + '{"prompt": "1 + 1?", "domain": "math", "answer": " "}\n', 2,
+     "a 'math' record needs an 'answer' (it is empty)"),
     (GOOD + '{"prompt": "1 + 1?", "domain": "math", "answer": 2}\n', 2,
-     "'answer' must be a non-empty string"),
+     "field 'answer' must be a string"),
 ])
 def test_loader_errors_name_file_line_and_problem(tmp_path, text, line, problem):
     path = _write(tmp_path, text, name="bad_prompts.jsonl")
-    with pytest.raises(PromptFileError) as err:
-        load_prompt_file(path)
+    with pytest.raises(PromptDataError) as err:
+        load_demo_file(path)
     message = str(err.value)
     assert problem in message
     assert str(path) in message
-    if line is not None:
-        assert f"{path}:{line}:" in message
+    if line is not None:  # file:line (record n): the line in the file and the record's index
+        assert f"{path}:{line} (record 1):" in message
     assert isinstance(err.value, ValueError)
 
 
 def test_loader_accepts_blank_lines_and_keeps_order(tmp_path):
     path = _write(tmp_path, GOOD + "\n" + '{"prompt": "Say hi.", "domain": "chat"}\n')
-    records = load_prompt_file(str(path))
-    assert [r["domain"] for r in records] == ["math", "chat"]
-    assert records[0]["answer"] == "4"
+    records = load_demo_file(str(path))
+    assert [r.domain for r in records] == ["math", "chat"]
+    assert records[0].answer == "4"
 
 
 def test_loader_missing_file_and_bad_split(tmp_path):
-    with pytest.raises(PromptFileError, match="not found"):
-        load_prompt_file(tmp_path / "nope.jsonl")
+    with pytest.raises(PromptDataError, match="not found"):
+        load_demo_file(tmp_path / "nope.jsonl")
     with pytest.raises(ValueError, match="unknown demo prompt split 'test'"):
         demo_prompt_path("test")
 

@@ -875,7 +875,9 @@ Short prompts for the embedded demo (teacher and student init: SmolLM2-135M-Inst
 fit in 32-64 new tokens). One JSON object per line:
 `{{"prompt": str, "domain": "math" | "chat" | "continuation", "answer": str}}`, where `answer`
 (the exact integer, as a string) is present for math only.
-Load with `experiments.data.load_prompt_file(experiments.data.demo_prompt_path("train"))`.
+Load with `opdlm_jax.data.read_prompt_records(demo_prompt_path("train"), allowed_domains=DOMAINS,
+require_answer_for=ANSWER_DOMAINS)`, where `demo_prompt_path`, `DOMAINS` and `ANSWER_DOMAINS`
+come from `experiments.data`.
 
 | split | math | chat | continuation | total |
 |---|---|---|---|---|

@@ -70,6 +70,16 @@ class ChatFormat:
                              f"got {self.max_prompt_tokens}")
 
 
+def chat_format_from_config(config: Mapping[str, Any]) -> ChatFormat:
+    """The ChatFormat of a training config: `data.suffixes` when set, else the defaults.
+
+    `config` is the trainer's ConfigDict or its JSON dump (a run's config.json). Training and
+    evaluation both build their format here, so the same record gives the same prompt ids.
+    """
+    suffixes = config["data"].get("suffixes")
+    return ChatFormat() if suffixes is None else ChatFormat(suffixes=dict(suffixes))
+
+
 def _as_record(record: Any, index: int = 0) -> PromptRecord:
     if isinstance(record, PromptRecord):
         return record

@@ -8,7 +8,7 @@ bad JSON.
 
 Domains are free strings (the paper uses math / code / science / chat, the demo set math / chat /
 continuation); pass `allowed_domains` to restrict them. `require_answer_for` names domains whose
-records must carry an answer (e.g. ("math",) for a set graded by answer matching).
+records must carry a non-empty answer (e.g. ("math",) for a set graded by answer matching).
 """
 from __future__ import annotations
 
@@ -82,8 +82,10 @@ def validate_record(raw: Any, index: int, where: str, *,
     if answer is not None and not isinstance(answer, str):
         raise PromptDataError(f"{where}: field 'answer' must be a string or absent, got "
                               f"{_type_name(answer)} ({answer!r:.60})")
-    if answer is None and domain in require_answer_for:
-        raise PromptDataError(f"{where}: a {domain!r} record needs an 'answer'")
+    if domain in require_answer_for and (answer is None or not answer.strip()):
+        # a blank gold answer cannot grade anything: treat it as missing
+        raise PromptDataError(f"{where}: a {domain!r} record needs an 'answer'"
+                              + ("" if answer is None else " (it is empty)"))
     return PromptRecord(prompt=prompt, domain=domain, answer=answer, index=index)
 
 

@@ -48,11 +48,10 @@ def make_data_iterator(config, setup: Setup, workdir: Path):
         ids = np.asarray(tok.encode(corpus_text(config.data.corpus), add_special_tokens=False))
         b = config.rollout.block_size
         return CorpusWindows(ids, b * 4, setup.curriculum.length(10**9, b), config.batch_size, config.seed)
-    from opdlm_jax.data.chat_format import ChatFormat
+    from opdlm_jax.data.chat_format import chat_format_from_config
     from opdlm_jax.data.loader import make_prompt_iterator
 
-    suffixes = config.data.get("suffixes", None)
-    fmt = ChatFormat() if suffixes is None else ChatFormat(suffixes=dict(suffixes))
+    fmt = chat_format_from_config(config)  # the one evaluation uses too
     data_dir = config.data.data_dir or (str(workdir / "tfds") if config.data.backend == "grain" else None)
     return make_prompt_iterator(config.data.train, tok, config.batch_size, seed=config.seed,
                                 max_prompt_tokens=config.data.max_prompt_tokens,
