@@ -49,6 +49,7 @@ def plan_runs(config) -> list[tuple[str, object, object]]:
 def run_demo(config, workdir: Path) -> dict:
     t_start = time.perf_counter()
     planned = plan_runs(config)
+    Path(workdir).mkdir(parents=True, exist_ok=True)
     ev = config.eval
     teacher = load_model(config.train.teacher, dtype=config.train.dtype, scan_layers=config.train.scan_layers)
     teacher.params = jax.device_put(teacher.params)
