@@ -1,5 +1,5 @@
 """Prompt data: JSONL/Parquet records, tfds array_record without TensorFlow, chat formatting,
-grain / python iterators (determinism, checkpointing, per-host sharding), bad-data messages."""
+the grain iterator (determinism, checkpointing, per-host sharding), bad-data messages."""
 import importlib.util
 import json
 import sys
@@ -20,7 +20,7 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
           "{% endif %}{% endif %}")
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 GEN_PROMPT = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
-BACKENDS = ["python", "grain", "grain-tfds"]
+SOURCES = ["memory", "tfds"]  # what grain reads: the validated records, or the tfds dataset
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +54,10 @@ def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("tfds")
 
 
-def iterator(backend, prompt_file, data_dir, tok, **kw):
+def iterator(source, prompt_file, data_dir, tok, **kw):
     kw = {"batch_size": 4, "seed": 3, "shard_index": 0, "shard_count": 1, **kw}
-    if backend == "grain-tfds":
-        return make_prompt_iterator(prompt_file, tok, backend="grain", data_dir=data_dir, **kw)
-    return make_prompt_iterator(prompt_file, tok, backend=backend, **kw)
+    return make_prompt_iterator(prompt_file, tok, data_dir=data_dir if source == "tfds" else None,
+                                **kw)
 
 
 def take(it, n):
@@ -114,7 +113,7 @@ def test_bad_parquet_and_domains(tmp_path):
         validate_records([{"prompt": "a", "domain": "math", "answer": "1"},
                           {"prompt": "b", "domain": "math"}], require_answer_for=("math",))
     with pytest.raises(PromptDataError, match="empty"):
-        make_prompt_iterator([], None, 2, shard_index=0, shard_count=1, backend="python")
+        make_prompt_iterator([], None, 2, shard_index=0, shard_count=1)
 
 
 # ---- chat format ---------------------------------------------------------------------------
@@ -135,7 +134,7 @@ def test_domain_suffix_and_no_thinking(tok):
     assert tok.decode(encode_record(tok, PromptRecord("plain", "raw"), fmt)) == "plain"
 
 
-def test_too_long_error_and_skip(tok):
+def test_too_long_error_and_skip(tok, tmp_path):
     records = make_records(12)
     lengths = [len(encode_record(tok, r)) for r in records]
     limit = sorted(lengths)[6]
@@ -145,15 +144,15 @@ def test_too_long_error_and_skip(tok):
         encode_record(tok, records[too_long[0]], ChatFormat(max_prompt_tokens=limit, on_too_long="error"))
     assert f"record {too_long[0]} " in str(e.value)
     assert f"is {lengths[too_long[0]]} tokens" in str(e.value) and f"max_prompt_tokens={limit}" in str(e.value)
-    for backend in ("python", "grain"):
-        with pytest.raises(PromptTooLongError, match=f"record {too_long[0]} .* {lengths[too_long[0]]} tokens"):
-            make_prompt_iterator(records, tok, 2, max_prompt_tokens=limit, on_too_long="error",
-                                 shard_index=0, shard_count=1, backend=backend)
-        it = make_prompt_iterator(records, tok, 2, max_prompt_tokens=limit, on_too_long="skip",
-                                  shard_index=0, shard_count=1, backend=backend, num_epochs=1)
-        seen = [i for b in it for i in b.indices]
-        assert sorted(seen) == sorted(set(range(12)) - set(too_long))
-        assert it.num_skipped == len(too_long)
+    with pytest.raises(PromptTooLongError, match=f"record {too_long[0]} .* {lengths[too_long[0]]} tokens"):
+        make_prompt_iterator(records, tok, 2, max_prompt_tokens=limit, on_too_long="error",
+                             shard_index=0, shard_count=1, data_dir=tmp_path / "tfds")
+    assert not (tmp_path / "tfds").exists()  # checked up front, before the dataset is built
+    it = make_prompt_iterator(records, tok, 2, max_prompt_tokens=limit, on_too_long="skip",
+                              shard_index=0, shard_count=1, num_epochs=1)
+    seen = [i for b in it for i in b.indices]
+    assert sorted(seen) == sorted(set(range(12)) - set(too_long))
+    assert it.num_skipped == len(too_long)
     with pytest.raises(PromptDataError, match="every prompt of this shard"):
         next(make_prompt_iterator(records, tok, 2, max_prompt_tokens=3, shard_index=0, shard_count=1))
 
@@ -186,49 +185,65 @@ def test_tfds_array_record_without_tensorflow(prompt_file, data_dir, tok, monkey
     assert [b.indices for b in it] == [[0, 1, 2, 3], [4, 5]]
 
 
+@pytest.mark.parametrize("content, message", [(None, "prompt file not found"),
+                                              ('{"prompt": "a"}\n', "missing required field 'domain'")])
+def test_bad_prompt_file_fails_before_the_dataset_is_built(tmp_path, tok, content, message):
+    path = tmp_path / "train.jsonl"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(PromptDataError, match=message):
+        make_prompt_iterator(path, tok, 2, shard_index=0, shard_count=1, data_dir=tmp_path / "tfds")
+    assert not (tmp_path / "tfds").exists()
+
+
 # ---- iterators -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_determinism(backend, prompt_file, data_dir, tok):
-    a = take(iterator(backend, prompt_file, data_dir, tok), 13)  # two epochs of 26
-    assert a == take(iterator(backend, prompt_file, data_dir, tok), 13)
-    assert a != take(iterator(backend, prompt_file, data_dir, tok, seed=4), 13)
+@pytest.mark.parametrize("source", SOURCES)
+def test_determinism(source, prompt_file, data_dir, tok):
+    a = take(iterator(source, prompt_file, data_dir, tok), 13)  # two epochs of 26
+    assert a == take(iterator(source, prompt_file, data_dir, tok), 13)
+    assert a != take(iterator(source, prompt_file, data_dir, tok, seed=4), 13)
+    other = SOURCES[1 - SOURCES.index(source)]
+    assert a == take(iterator(other, prompt_file, data_dir, tok), 13)  # the source does not matter
     flat = [i for b in a for i in b]
     assert sorted(flat[:26]) == sorted(flat[26:]) == list(range(26))  # each epoch: every record
     assert flat[:26] != flat[26:] and flat[:26] != list(range(26))  # reshuffled every epoch
-    batch = next(iterator(backend, prompt_file, data_dir, tok))
+    batch = next(iterator(source, prompt_file, data_dir, tok))
     records = make_records()
     assert batch.domains == [records[i].domain for i in batch.indices]
     assert batch.answers == [records[i].answer for i in batch.indices]
     assert batch.token_ids[0] == encode_record(tok, records[batch.indices[0]])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_checkpoint_resume(backend, prompt_file, data_dir, tok):
-    kw = {"max_prompt_tokens": 44, "read_threads": 2 if backend == "grain" else 0}
-    it = iterator(backend, prompt_file, data_dir, tok, **kw)
+@pytest.mark.parametrize("source", SOURCES)
+def test_checkpoint_resume(source, prompt_file, data_dir, tok):
+    kw = {"max_prompt_tokens": 44, "read_threads": 2 if source == "tfds" else 0}
+    it = iterator(source, prompt_file, data_dir, tok, **kw)
     take(it, 3)
     state = json.loads(json.dumps(it.get_state()))  # JSON-serializable
     after = take(it, 3)
-    fresh = iterator(backend, prompt_file, data_dir, tok, **kw)
+    fresh = iterator(source, prompt_file, data_dir, tok, **kw)
     fresh.set_state(state)
     assert take(fresh, 3) == after
     assert fresh.num_skipped == it.num_skipped > 0 and fresh.num_batches == 6
+    other = iterator(SOURCES[1 - SOURCES.index(source)], prompt_file, data_dir, tok, **kw)
+    other.set_state(state)  # the same records in the same order: the state carries over
+    assert take(other, 3) == after
     with pytest.raises(ValueError, match="different prompt set or different settings"):
-        iterator(backend, prompt_file, data_dir, tok, seed=9, **kw).set_state(state)
-    other = "python" if backend != "python" else "grain"
-    with pytest.raises(ValueError, match="cannot restore"):
-        iterator(other, prompt_file, data_dir, tok).set_state(state)
+        iterator(source, prompt_file, data_dir, tok, seed=9, **kw).set_state(state)
+    with pytest.raises(ValueError, match="cannot restore a data-iterator state of version 1"):
+        iterator(source, prompt_file, data_dir, tok, **kw).set_state(
+            dict(state, version=1, backend="python"))  # saved by the loader with two backends
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_sharding_is_disjoint_and_covers(backend, prompt_file, data_dir, tok):
-    shards = [[i for b in iterator(backend, prompt_file, data_dir, tok, shard_index=k,
+@pytest.mark.parametrize("source", SOURCES)
+def test_sharding_is_disjoint_and_covers(source, prompt_file, data_dir, tok):
+    shards = [[i for b in iterator(source, prompt_file, data_dir, tok, shard_index=k,
                                    shard_count=3, num_epochs=1) for i in b.indices]
               for k in range(3)]
     assert sorted(i for s in shards for i in s) == list(range(26))
     assert sorted(map(len, shards)) == [8, 9, 9]
-    dropped = [len([i for b in iterator(backend, prompt_file, data_dir, tok, shard_index=k,
+    dropped = [len([i for b in iterator(source, prompt_file, data_dir, tok, shard_index=k,
                                         shard_count=3, num_epochs=1, shard_drop_remainder=True)
                     for i in b.indices]) for k in range(3)]
     assert dropped == [8, 8, 8]

@@ -37,7 +37,6 @@ def toy(c, method: str | None = None):
     c.steps, c.batch_size, c.minibatch_size = 4, 8, 8
     c.data.train = "experiments/data/demo_prompts/train.jsonl"
     c.data.heldout = "experiments/data/demo_prompts/heldout.jsonl"
-    c.data.backend = "python"
     c.data.max_prompt_tokens = 96
     c.data.suffixes = {}
     c.curriculum.update(start=32, end=32, ramp_steps=0, bucket=32)

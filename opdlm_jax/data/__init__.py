@@ -1,5 +1,5 @@
 """Prompt sets: reading and validation, tfds array_record storage (no TensorFlow), chat
-formatting, and checkpointable grain / plain-python prompt iterators.
+formatting, and checkpointable grain prompt iterators.
 
 `tfds_builder` is imported on demand (tensorflow_datasets takes a second or two to import).
 """

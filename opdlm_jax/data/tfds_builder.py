@@ -2,15 +2,16 @@
 
     builder = prepare_prompt_dataset("train.jsonl", data_dir, heldout_path="heldout.jsonl")
     source = builder.as_data_source("train")      # random access: len(source), source[i]
+    builder = build_prompt_dataset(records, data_dir, name="train")   # records already validated
 
 tfds writes and reads `array_record` files without TensorFlow; `as_data_source()` gives a
 random-access source for grain. `as_dataset()` and TFRecord need TensorFlow: not used here.
 
-Layout: `<data_dir>/opdlm_prompts/<config>/1.0.0/`, where the config name is the train file's
-stem plus a digest of the validated records of both splits. Preparing is idempotent: a second call
-with the same content finds the finished dataset and reuses it; changed content gets a new config
-directory, never a stale one. Examples keep file order (shuffling is the loader's job) and carry
-`index`, the record's 0-based position in its file, so errors can name it.
+Layout: `<data_dir>/opdlm_prompts/<config>/1.0.0/`, where the config name is `name` (the train
+file's stem) plus a digest of the validated records of both splits. Preparing is idempotent: a
+second call with the same content finds the finished dataset and reuses it; changed content gets a
+new config directory, never a stale one. Examples keep file order (shuffling is the loader's job)
+and carry `index`, the record's 0-based position in its file, so errors can name it.
 
 On several hosts sharing one `data_dir`, let one process prepare first (the others then reuse it),
 or give each host a local `data_dir`: tfds writes to a temporary folder and renames it, and two
@@ -22,11 +23,12 @@ index (int64). `decode_example` turns a stored example back into a `PromptRecord
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import re
 from pathlib import Path
-from typing import Any, Collection, Optional
+from typing import Any, Collection, Optional, Sequence
 
 import numpy as np
 
@@ -114,8 +116,8 @@ if tfds is not None:
                 yield r.index, _encode_example(r)
 
 
-def _config_name(train_path: Path, digest: str) -> str:
-    stem = re.sub(r"[^a-z0-9_]+", "_", train_path.stem.lower()).strip("_") or "prompts"
+def _config_name(name: str, digest: str) -> str:
+    stem = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "prompts"
     return f"{stem[:40]}_{digest[:16]}"
 
 
@@ -135,24 +137,32 @@ def prepare_prompt_dataset(train_path: PathLike, data_dir: PathLike, *,
                            allowed_domains: Optional[Collection[str]] = None,
                            require_answer_for: Collection[str] = (),
                            show_progress: bool = False) -> "OpdlmPrompts":
-    """Validate the prompt file(s) and build (once) the array_record dataset under `data_dir`.
+    """Validate the prompt file(s), then `build_prompt_dataset` (named after the train file).
 
-    Returns the prepared builder: `builder.as_data_source("train")` / `("heldout")`.
     Validation errors (`PromptDataError`) are raised before anything is written.
     """
+    read = functools.partial(read_prompt_records, allowed_domains=allowed_domains,
+                             require_answer_for=require_answer_for)
+    train = read(train_path)
+    heldout = None if heldout_path is None else read(heldout_path)
+    return build_prompt_dataset(train, data_dir, heldout=heldout, name=Path(train_path).stem,
+                                show_progress=show_progress)
+
+
+def build_prompt_dataset(train: Sequence[PromptRecord], data_dir: PathLike, *,
+                         heldout: Optional[Sequence[PromptRecord]] = None, name: str = "prompts",
+                         show_progress: bool = False) -> "OpdlmPrompts":
+    """Build (once) the array_record dataset of already validated records under `data_dir`.
+
+    Returns the prepared builder: `builder.as_data_source("train")` / `("heldout")`. The same
+    records (and `name`) find the dataset already built and reuse it.
+    """
     _require_tfds()
-    train_path = Path(train_path)
-    train = read_prompt_records(train_path, allowed_domains=allowed_domains,
-                                require_answer_for=require_answer_for)
-    heldout = None
-    if heldout_path is not None:
-        heldout = read_prompt_records(heldout_path, allowed_domains=allowed_domains,
-                                      require_answer_for=require_answer_for)
     digest = records_fingerprint(train) + (records_fingerprint(heldout) if heldout else "none")
     digest = hashlib.sha256(digest.encode()).hexdigest()
     config = tfds.core.BuilderConfig(
-        name=_config_name(train_path, digest),
-        description=f"train={train_path} heldout={heldout_path}")
+        name=_config_name(name, digest),
+        description=f"{name}: {len(train)} train, {len(heldout or ())} heldout records")
     builder = OpdlmPrompts(train_records=train, heldout_records=heldout, config=config,
                            data_dir=str(data_dir), file_format=FILE_FORMAT)
     if not builder.is_prepared():

@@ -35,7 +35,7 @@ def default_config() -> ml_collections.ConfigDict:
     # Sequences per teacher forward when scoring a rollout batch: None = minibatch_size, 0 = all at once.
     c.teacher_slice = config_dict.placeholder(int)
     c.data = ml_collections.ConfigDict(dict(
-        train="", heldout="", backend="grain", max_prompt_tokens=256, on_too_long="skip",
+        train="", heldout="", max_prompt_tokens=256, on_too_long="skip",
         data_dir="", corpus="shakespeare", prompt_bucket=16,
         prompt_ladder="pow2"))  # "pow2_half": rungs at 1.5x too (less padding, a few more compiles)
     c.rollout = ml_collections.ConfigDict(dict(

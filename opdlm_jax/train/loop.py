@@ -52,11 +52,11 @@ def make_data_iterator(config, setup: Setup, workdir: Path):
     from opdlm_jax.data.loader import make_prompt_iterator
 
     fmt = chat_format_from_config(config)  # the one evaluation uses too
-    data_dir = config.data.data_dir or (str(workdir / "tfds") if config.data.backend == "grain" else None)
+    # The tfds array_record dataset is built once per data_dir (default: this run's workdir).
+    data_dir = config.data.data_dir or str(workdir / "tfds")
     return make_prompt_iterator(config.data.train, tok, config.batch_size, seed=config.seed,
                                 max_prompt_tokens=config.data.max_prompt_tokens,
-                                on_too_long=config.data.on_too_long, backend=config.data.backend,
-                                data_dir=data_dir, chat_format=fmt,
+                                on_too_long=config.data.on_too_long, data_dir=data_dir, chat_format=fmt,
                                 shard_index=jax.process_index(), shard_count=jax.process_count())
 
 

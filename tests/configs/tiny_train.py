@@ -8,7 +8,6 @@ def get_config(arg: str = ""):
     c.steps = 6
     c.batch_size = 4
     c.minibatch_size = 2
-    c.data.backend = "python"
     c.data.max_prompt_tokens = 120
     c.curriculum.start = 8
     c.curriculum.end = 16
