@@ -56,7 +56,7 @@ def main(argv=None) -> None:
         print(f"| {name} | {r.nfe} | {r.tokens_per_round:.2f} | {r.tokens_per_second:.1f} | "
               f"{r.compile_seconds:.1f} |")
     print("\nThe student is untrained: its block-diffusion answers are poor until OPD training "
-          "(the shifted student starts closer to the teacher, see METHOD.md section 8).")
+          "(the shifted student starts closer to the teacher, see docs/METHOD.md, section 8).")
 
 
 if __name__ == "__main__":

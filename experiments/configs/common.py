@@ -8,7 +8,7 @@ MATH_SUFFIX = "Please reason step by step, and put your final answer within \\bo
 
 
 def recipe(model: str, model_dir: str = ""):
-    """METHOD.md section 5 (paper Table 13 + reference launchers) for a Qwen3 preset."""
+    """docs/METHOD.md section 5 (paper Table 13 + reference launchers) for a Qwen3 preset."""
     c = default_config()
     c.teacher, c.teacher_dir = model, model_dir
     c.dtype, c.param_dtype = "bfloat16", "float32"

@@ -1,4 +1,4 @@
-"""Table 1: OPDLM-4B / OPDLM-8B with the paper's recipe (METHOD.md sections 5-6).
+"""Table 1: OPDLM-4B / OPDLM-8B with the paper's recipe (docs/METHOD.md, sections 5-6).
 
 Reproduce (TPU VM, the Qwen3 weights in a local HF directory):
     python -m experiments.main --config experiments/configs/table1.py:qwen3-4b,/path/to/Qwen3-4B \

@@ -1,4 +1,4 @@
-"""Prompt record -> chat-templated token ids (METHOD.md section 5).
+"""Prompt record -> chat-templated token ids (docs/METHOD.md, section 5).
 
 The user turn is the record's prompt plus its domain's suffix; the tokenizer's chat template is
 applied with `add_generation_prompt=True` and `enable_thinking=False` (Qwen3's template then

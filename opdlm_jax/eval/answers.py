@@ -1,6 +1,6 @@
 """Answer extraction and comparison for the benchmarks of the paper (math, multiple choice).
 
-What the reference evaluation asks the model for (see docs/PAPER-NOTES.md, 2.6 and 2.8):
+What the reference evaluation asks the model for (the reference evaluation code; docs/METHOD.md, section 6):
 - math: "... put your final answer within \\boxed{}." -> `extract_boxed` (the LAST complete
   `\\boxed{...}` or `\\fbox{...}`, nested braces allowed), else `last_number`.
 - multiple choice: "... show your choice in the answer field with only the choice letter, e.g.,
