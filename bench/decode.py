@@ -355,9 +355,9 @@ def main(argv=None) -> int:
     ours, load_s = load_ours()
     torch_model, torch_how, torch_load_s = load_torch(args.torch_threads)
     print(f"loaded ours in {load_s:.1f}s, transformers in {torch_load_s:.1f}s ({torch_how})", flush=True)
-    tok = ours.tokenizer
-    prompts = [list(tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                            tokenize=True, return_dict=False)) for q in QUESTIONS]
+    from opdlm_jax.data.chat_format import prompt_token_ids
+
+    prompts = [prompt_token_ids(ours.tokenizer, {"prompt": q, "domain": "chat"}) for q in QUESTIONS]
     if max(batches + [args.stop_batch]) > len(prompts):
         raise SystemExit(f"at most {len(prompts)} prompts")
     runner = Runner(ours, torch_model, prompts, args.new_tokens, args.torch_threads)

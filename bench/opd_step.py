@@ -44,7 +44,6 @@ import json
 import os
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -61,6 +60,26 @@ QUESTIONS = (
 PROMPT_WIDTH, RESPONSE_LENGTH, BLOCK = 64, 64, 4
 TITLE = "OPD step"
 ALL_CONFIGS = "float32:1,float32:4,bfloat16:1,bfloat16:4"
+
+
+def bench_config(args):
+    """The workload above as a trainer config: the step's settings are built from it by
+    `opdlm_jax.train.setup`, as in training (set explicitly so that new defaults do not move it)."""
+    from opdlm_jax.train.config import default_config
+
+    c = default_config()
+    c.teacher, c.seed = "smollm2-135m", args.seed
+    c.dtype = c.param_dtype = "float32"  # each row sets its compute dtype on the model config
+    c.remat_policy = args.remat
+    c.batch_size = c.minibatch_size = args.batch
+    c.data.train = "bench:QUESTIONS"  # validate_config wants a prompt source; the bench feeds QUESTIONS
+    c.rollout.update(block_size=BLOCK, steps_per_block=BLOCK, strategy="low_confidence_dynamic", threshold=0.9,
+                     temperature=1.0, alignment="same_position")
+    c.curriculum.update(start=RESPONSE_LENGTH, end=RESPONSE_LENGTH, ramp_steps=0, bucket=RESPONSE_LENGTH)
+    c.loss.update(divergence="forward_kl", chunk_size=args.chunk_size)
+    c.selection = "per_block"
+    c.mesh.devices = 1
+    return c
 
 
 class Probe:
@@ -103,7 +122,7 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
                         help="one untimed call of update / fused after compiling")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--chunk-size", type=int, default=64, help="LossConfig.chunk_size")
+    parser.add_argument("--chunk-size", type=int, default=64, help="config.loss.chunk_size")
     parser.add_argument("--remat", default="none", help="ModelConfig.remat_policy of the student")
     parser.add_argument("--ceiling-n", type=int, default=2048)
     parser.add_argument("--ceiling-calls", type=int, default=3, help="ceiling matmuls per repetition")
@@ -117,14 +136,12 @@ def main(argv=None) -> None:
     import numpy as np
 
     from bench.common import environment, markdown_table, pair_ratios, replace_section, summarize
-    from opdlm_jax.decoding import SamplerConfig
-    from opdlm_jax.distill.opd_loss import LossConfig
+    from opdlm_jax.data.chat_format import prompt_token_ids
     from opdlm_jax.decoding.batching import left_pad
-    from opdlm_jax.decoding.sampling import SamplingParams
-    from opdlm_jax.checkpoints.loading import load_model
-    from opdlm_jax.train.step import (StepConfig, init_train_state, make_opd_step, rollout_stage,
-                                          select_states_stage, teacher_stage, update_stage)
-    from opdlm_jax.train.optimizer import OptimizerConfig, make_optimizer
+    from opdlm_jax.train.setup import build_setup, step_config
+    from opdlm_jax.train.state import init_train_state
+    from opdlm_jax.train.step import (full_budget_inputs, make_opd_step, rollout_stage, select_states_stage,
+                                      teacher_stage, update_stage)
 
     configs = [(c.split(":")[0], int(c.split(":")[1])) for c in args.configs.split(",") if c]
     dtypes = list(dict.fromkeys(dt for dt, _ in configs))
@@ -154,33 +171,31 @@ def main(argv=None) -> None:
             Path(args.json).write_text(json.dumps(rec, indent=1, default=str))
 
     t0 = time.perf_counter()
-    model = load_model("smollm2-135m")
+    config = bench_config(args)
+    setup = build_setup(config)  # loads the model; optimizer and special tokens as the trainer builds them
+    model, optimizer = setup.teacher, setup.optimizer
     params = jax.device_put(model.params)  # float32 master parameters, on the device once
     rec["load_s"] = time.perf_counter() - t0
-    base = model.config.replace(remat_policy=args.remat)
-    tok = model.tokenizer
-    ids = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                   tokenize=True, return_dict=False) for q in QUESTIONS]
+    base = setup.student_config
+    ids = [prompt_token_ids(model.tokenizer, {"prompt": q, "domain": "chat"}) for q in QUESTIONS]
     ids = [ids[i % len(ids)] for i in range(args.batch)]
     rec["prompt_lengths"] = [len(p) for p in ids]
-    tokens_np, valid_np = left_pad(ids, PROMPT_WIDTH, 0)
+    tokens_np, valid_np = left_pad(ids, PROMPT_WIDTH, setup.tokens.pad_id)
     prompts, prompt_valid = jnp.asarray(tokens_np), jnp.asarray(valid_np)
+    step_inputs = full_budget_inputs(prompts, prompt_valid, RESPONSE_LENGTH)
     key = jax.random.PRNGKey(args.seed)
     k_rollout, k_states, k_order = jax.random.split(key, 3)  # as inside opd_step
-    optimizer = make_optimizer(OptimizerConfig())
     state0 = jax.block_until_ready(init_train_state(jax.tree.map(jnp.copy, params), optimizer))
     teacher_params = params  # never donated; state0 is only ever copied
 
     def fresh_state():
         return jax.block_until_ready(jax.tree.map(jnp.copy, state0))
 
-    def step_config(k: int) -> StepConfig:
-        return StepConfig(
-            sampler=SamplerConfig(block_size=BLOCK, steps_per_block=BLOCK, strategy="low_confidence_dynamic",
-                                  threshold=0.9, sampling=SamplingParams(temperature=1.0)),
-            loss=LossConfig(block_size=BLOCK, chunk_size=args.chunk_size),
-            max_new_tokens=RESPONSE_LENGTH, minibatch_size=args.batch // k, mask_id=model.mask_token_id,
-            pad_id=0, stop_ids=tuple(model.stop_token_ids))
+    def updates_config(k: int):
+        """The step's settings with K = k updates per rollout batch (minibatch batch / k)."""
+        c = config.copy_and_resolve_references()
+        c.minibatch_size = args.batch // k
+        return step_config(c, model.config, setup.tokens, RESPONSE_LENGTH)
 
     def compile_timed(name, jitted, *a):
         t = time.perf_counter()
@@ -226,7 +241,7 @@ def main(argv=None) -> None:
     batch = None
     for dt in (dtypes if parts & {"stages", "update", "fused"} else []):
         mcfg = base.replace(dtype=dt)  # float32 parameters, `dt` compute; teacher alike
-        cfg = step_config(configs[0][1])
+        cfg = updates_config(configs[0][1])
         if "stages" in parts or batch is None:
             name = f"rollout/{dt}"
             compiled[name] = compile_timed(name, jax.jit(
@@ -249,7 +264,7 @@ def main(argv=None) -> None:
         for cdt, k in configs:
             if cdt != dt:
                 continue
-            cfg = step_config(k)
+            cfg = updates_config(k)
             if "update" in parts:
                 name = f"update/{dt}/K{k}"
                 compiled[name] = compile_timed(name, jax.jit(
@@ -262,9 +277,9 @@ def main(argv=None) -> None:
             if "fused" in parts:
                 name = f"fused/{dt}/K{k}"
                 compiled[name] = compile_timed(name, make_opd_step(mcfg, mcfg, cfg, optimizer),
-                                               state0, teacher_params, prompts, prompt_valid, key)
+                                               state0, teacher_params, step_inputs, key)
                 if args.warmup:
-                    _, m = call(name, compiled[name], fresh_state(), teacher_params, prompts, prompt_valid, key,
+                    _, m = call(name, compiled[name], fresh_state(), teacher_params, step_inputs, key,
                                 timed=False)
                     rec["fused_metrics"][name] = {k2: np.asarray(v).tolist() for k2, v in m.items()}
         log(f"compiled {dt}: " + ", ".join(f"{k} {v:.1f}s" for k, v in rec["compile_s"].items() if f"/{dt}" in k))
@@ -339,7 +354,7 @@ def main(argv=None) -> None:
                          batch, masked, t_hidden, k_order)
                 if "fused" in parts:
                     call(f"fused/{dt}/K{k}", compiled[f"fused/{dt}/K{k}"], fresh_state(), teacher_params,
-                         prompts, prompt_valid, key)
+                         step_inputs, key)
         log(f"repetition {rep + 1}/{args.reps}: " + ", ".join(
             f"{k} {v[-1]:.1f}s" for k, v in rec["wall"].items()))
         dump()

@@ -23,9 +23,9 @@ from experiments.configs.demo import get_config
 from opdlm_jax.data.chat_format import chat_format_from_config, prompt_token_ids
 from opdlm_jax.data.prompt_records import read_prompt_records
 from opdlm_jax.decoding.batching import left_pad
-from opdlm_jax.checkpoints.loading import load_model
-from opdlm_jax.train.loop import build_setup, step_config
-from opdlm_jax.train.step import init_train_state, make_opd_step
+from opdlm_jax.train.setup import build_setup
+from opdlm_jax.train.state import init_train_state
+from opdlm_jax.train.step import full_budget_inputs, make_opd_step
 
 
 def main() -> None:
@@ -34,24 +34,23 @@ def main() -> None:
     parser.add_argument("--widths", default="64,96,128")
     args = parser.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
-    demo = get_config("")
-    config = copy.deepcopy(demo.train)
-    teacher = load_model(config.teacher, dtype=config.dtype, scan_layers=config.scan_layers)
-    setup = build_setup(config, teacher=teacher)
-    budget = config.curriculum.end
-    step = make_opd_step(setup.student_config, teacher.config, step_config(config, setup, budget), setup.optimizer)
+    config = copy.deepcopy(get_config("").train)
+    setup = build_setup(config)  # the demo's teacher, optimizer and step settings, as the trainer builds them
+    teacher = setup.teacher
+    budget = setup.curriculum.length(config.steps, config.rollout.block_size)
+    step = make_opd_step(setup.student_config, teacher.config, setup.step_config(budget), setup.optimizer)
     fmt = chat_format_from_config(config)  # the prompts the demo trains on
     records = read_prompt_records(config.data.train)
     prompts = [ids for ids in (prompt_token_ids(teacher.tokenizer, r, fmt) for r in records) if len(ids) <= min(widths)]
     prompts = prompts[:config.batch_size]
     print(f"{len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, budget {budget}")
-    inputs = {w: tuple(jnp.asarray(x) for x in left_pad(prompts, w, 0)) for w in widths}
-    base = jax.device_put(init_train_state(teacher.params, setup.optimizer))
+    inputs = {w: full_budget_inputs(*left_pad(prompts, w, setup.tokens.pad_id), budget) for w in widths}
+    base = jax.device_put(init_train_state(setup.student_init, setup.optimizer))
     key = jax.random.PRNGKey(0)
 
     def call(w):
         state = jax.tree.map(jnp.copy, base)  # the step donates its state
-        out = step(state, teacher.params, *inputs[w], key)
+        out = step(state, teacher.params, inputs[w], key)
         return jax.block_until_ready(out[1]["loss"])
 
     for w in widths:  # compile + one warm-up call each, untimed

@@ -1,18 +1,30 @@
 """Ahead-of-time compile of the fused OPD step: per-chip memory of a TPU slice without the TPU.
 
-    python -m experiments.aot --preset qwen3-0.6b --topology v5p:2x2x1
-    python -m experiments.aot --preset qwen3-8b --topology v6e:2x4 --mesh 1,8,1 --json
-    python -m experiments.aot --all-presets --topology v5p:2x2x1          # the four Qwen3 sizes
+    python -m experiments.aot --config experiments/configs/table1.py:qwen3-4b --topology v5p:2x2x1
+    python -m experiments.aot --config experiments/configs/table1.py:qwen3-8b --topology v5p:2x2x2 \
+        --config.teacher_slice=0 --json                                 # overrides as experiments.main
+    python -m experiments.aot --preset qwen3-0.6b --topology v6e:2x4     # a preset's recipe config
+    python -m experiments.aot --all-presets --topology v5p:2x2x1          # the four Qwen3 recipes
     python -m experiments.aot --preset tiny --platform cpu --batch 8 --minibatch 4 --prompt-len 8 \
         --max-new-tokens 8 --hbm-gib 1                                  # smoke test, ~30 s
+
+What is compiled comes from the run's config, through `opdlm_jax.train.setup` like the trainer:
+`--config FILE[:ARG]` (plus `--config.x=y` overrides) or `--preset NAME`, which means
+`experiments.configs.common.recipe(NAME)` ("tiny" is a few-kB random architecture for smoke
+tests). The architecture is the preset named by `config.teacher` (no weights) with the config's
+numerics; the StepConfig, optimizer, mesh and shardings are the trainer's. Shapes: the config's
+batch and minibatch, the largest response budget the trainer compiles (the curriculum's end,
+bucketed) and the widest prompt bucket of `data.max_prompt_tokens`; --batch, --minibatch,
+--prompt-len, --max-new-tokens, --mesh and --teacher-slice override them for exploration.
 
 Nothing is materialised: parameters, the train state (AdamW moments) and the frozen teacher are
 `jax.eval_shape` results turned into ShapeDtypeStructs that carry their NamedShardings on a
 ("data", "fsdp", "tensor") mesh; the step from `opdlm_jax.train.step.make_opd_step` (rollout,
 state selection, teacher scoring, K minibatch updates, all in one program) is lowered on them and
-compiled. The report gives, per chip, the argument / output / temporary bytes from
-`compiled.memory_analysis()`, their total against the chip's HBM, compile time and XLA's FLOP
-count (while-loop bodies are counted once by XLA, so it is a per-iteration figure, not the step's).
+a StepInputs of ShapeDtypeStructs, and compiled. The report gives, per chip, the argument /
+output / temporary bytes from `compiled.memory_analysis()`, their total against the chip's HBM,
+compile time and XLA's FLOP count (while-loop bodies are counted once by XLA, so it is a
+per-iteration figure, not the step's).
 
 Platforms:
   tpu  compile-only TPU devices from `jax.experimental.topologies.get_topology_desc` (needs the
@@ -47,9 +59,6 @@ GIB = 1024 ** 3
 # megacore mode, i.e. both TensorCores of a chip behind one device).
 CHIP_HBM_GIB = {"v4": 32.0, "v5e": 16.0, "v5p": 95.0, "v6e": 32.0, "tpu7x": 192.0}
 MEGACORE_CHIPS = ("v4", "v5p")
-# The recipe of METHOD.md section 5 (rollout batch 128, 16 updates of 8, block 4, up to 4000 new
-# tokens); the prompt width is our left-padded bucket for long prompts.
-RECIPE = dict(batch=128, minibatch=8, prompt_len=512, max_new_tokens=4000, block_size=4)
 QWEN3_PRESETS = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b")
 TINY = "tiny"  # a few-kB random architecture for smoke tests of this tool (not a real model)
 EXIT_OK, EXIT_ERROR, EXIT_OOM = 0, 1, 2
@@ -57,30 +66,23 @@ EXIT_OK, EXIT_ERROR, EXIT_OOM = 0, 1, 2
 
 @dataclasses.dataclass(frozen=True)
 class AotSpec:
-    """What to compile. mesh: (data, fsdp, tensor), one entry may be -1 (fill)."""
-    preset: str = "qwen3-0.6b"
+    """What to compile: a training run's config (overrides applied) on a TPU topology or fake CPU
+    devices, at the largest shapes the trainer compiles for it (or the given ones)."""
+    config: Any  # the trainer's ml_collections.ConfigDict
     topology: str = "v5p:2x2x1"
     platform: str = "tpu"  # "tpu" (compile-only topology devices) | "cpu" (fake host devices)
     cpu_devices: int = 8
-    mesh: tuple[int, int, int] = (1, -1, 1)
-    batch: int = RECIPE["batch"]
-    minibatch: int = RECIPE["minibatch"]
-    prompt_len: int = RECIPE["prompt_len"]
-    max_new_tokens: int = RECIPE["max_new_tokens"]
-    block_size: int = RECIPE["block_size"]
-    dtype: str = "bfloat16"  # compute dtype
-    param_dtype: str = "float32"  # student master weights (and AdamW moments)
-    teacher_param_dtype: str | None = None  # None: same as param_dtype (what the trainer does)
-    remat: str = "full"
-    scan_layers: bool = True
-    divergence: str | None = None  # None: the recipe's choice for the preset (recipe_loss)
-    topk: int = 16
-    chunk_size: int | None = None  # None: the recipe's (256)
-    teacher_slice: int | None = None  # sequences per teacher forward; None: minibatch, 0: whole batch
+    prompt_len: int | None = None  # None: the widest prompt bucket of config.data.max_prompt_tokens
+    max_new_tokens: int | None = None  # None: the curriculum's largest (last) response budget
+    teacher_param_dtype: str | None = None  # None: config.param_dtype (what the trainer loads)
     hbm_gib: float | None = None  # None: the chip's HBM (CHIP_HBM_GIB)
     # XLA options for .compile(); on the CPU backend default_compiler_options() lowers the LLVM
     # optimisation level (buffer assignment, hence the memory report, does not depend on it).
     compiler_options: tuple[tuple[str, Any], ...] | None = None
+
+    @property
+    def preset(self) -> str:
+        return self.config.teacher
 
     def resolved_compiler_options(self) -> dict:
         if self.compiler_options is not None:
@@ -89,6 +91,25 @@ class AotSpec:
 
     def label(self) -> str:
         return f"{self.preset} {self.platform}:{self.topology}"
+
+    def shapes(self) -> dict:
+        """batch, minibatch, updates (K), prompt width, response budget and block size."""
+        from opdlm_jax.decoding.batching import bucket_width
+        from opdlm_jax.train.setup import curriculum, updates_per_rl_step
+
+        c, block = self.config, self.config.rollout.block_size
+        width = self.prompt_len or bucket_width(c.data.max_prompt_tokens, block, minimum=c.data.prompt_bucket,
+                                                ladder=c.data.prompt_ladder)
+        budget = self.max_new_tokens or curriculum(c).length(c.steps, block)
+        return dict(batch=c.batch_size, minibatch=c.minibatch_size, updates=updates_per_rl_step(c),
+                    prompt_len=width, max_new_tokens=budget, block_size=block)
+
+    def step_config(self, teacher_config):
+        """The trainer's StepConfig (`opdlm_jax.train.setup.step_config`) at this spec's budget."""
+        from opdlm_jax.train.setup import SpecialTokens, step_config
+
+        return step_config(self.config, teacher_config, SpecialTokens.of_config(teacher_config),
+                           self.shapes()["max_new_tokens"])
 
 
 @dataclasses.dataclass
@@ -243,60 +264,39 @@ def tiny_config():
 
 
 def model_configs(spec: AotSpec):
-    """(student, teacher) ModelConfigs: same architecture, the trainer's numerics."""
+    """(student, teacher) ModelConfigs: the architectures of the presets named by config.student
+    (default: the teacher's) and config.teacher, with the config's numerics (no weights)."""
     from opdlm_jax.checkpoints.presets import preset_config
 
-    numerics = dict(dtype=spec.dtype, param_dtype=spec.param_dtype, scan_layers=spec.scan_layers,
-                    remat_policy=spec.remat)
-    base = tiny_config().replace(**numerics) if spec.preset == TINY else preset_config(spec.preset, **numerics)
-    teacher = base.replace(param_dtype=spec.teacher_param_dtype or spec.param_dtype)
-    return base, teacher
-
-
-def recipe_loss(preset: str) -> tuple[str, int]:
-    """(divergence, chunk_size) of `experiments/configs/common.recipe` for a preset: top-k forward
-    KL (k=16, the reference's form) for 4B/8B, full-vocabulary forward KL for 0.6B/1.7B; chunk 256."""
-    try:
-        from experiments.configs.common import recipe
-    except ImportError:  # the library installed without the experiments package
-        return ("topk_forward_kl_reference" if preset in ("qwen3-4b", "qwen3-8b") else "forward_kl"), 256
-    if preset not in QWEN3_PRESETS:
-        return "forward_kl", recipe("qwen3-0.6b").loss.chunk_size
-    c = recipe(preset)
-    return c.loss.divergence, c.loss.chunk_size
-
-
-def resolve_loss(spec: AotSpec) -> AotSpec:
-    """The spec with divergence and chunk size filled in from the recipe where left as None."""
-    divergence, chunk = recipe_loss(spec.preset)
-    return dataclasses.replace(spec, divergence=spec.divergence or divergence,
-                               chunk_size=spec.chunk_size or chunk)
-
-
-def step_config(spec: AotSpec, teacher_config):
-    """The recipe's step: block diffusion rollouts (block 4, <= 4 rounds, dynamic 0.9, T=1),
-    per-block state selection, the spec's divergence (resolve_loss), K = batch / minibatch updates."""
-    from opdlm_jax.decoding.config import SamplerConfig
-    from opdlm_jax.distill.opd_loss import LossConfig, output_vocab_limit
-    from opdlm_jax.decoding.sampling import SamplingParams
-    from opdlm_jax.train.step import StepConfig
-
-    div_kwargs = (("k", spec.topk),) if spec.divergence.startswith("topk") else ()
-    sampler = SamplerConfig(block_size=spec.block_size, steps_per_block=min(4, spec.block_size),
-                            strategy="low_confidence_dynamic", threshold=0.9,
-                            sampling=SamplingParams(temperature=1.0))
-    loss = LossConfig(block_size=spec.block_size, divergence=spec.divergence, divergence_kwargs=div_kwargs,
-                      chunk_size=spec.chunk_size, vocab_limit=output_vocab_limit(teacher_config))
-    stops = tuple(teacher_config.eos_token_ids) or (0,)
-    return StepConfig(sampler=sampler, loss=loss, max_new_tokens=spec.max_new_tokens,
-                      minibatch_size=spec.minibatch, mask_id=teacher_config.mask_token_id,
-                      pad_id=teacher_config.pad_token_id or 0, stop_ids=stops, teacher_slice=spec.teacher_slice)
+    c = spec.config
+    numerics = dict(dtype=c.dtype, param_dtype=c.param_dtype, scan_layers=c.scan_layers,
+                    remat_policy=c.remat_policy)
+    arch = lambda name: tiny_config().replace(**numerics) if name == TINY else preset_config(name, **numerics)  # noqa: E731
+    teacher = arch(c.teacher)
+    student = arch(c.student) if c.student and c.student != c.teacher else teacher
+    return student, teacher.replace(param_dtype=spec.teacher_param_dtype or c.param_dtype)
 
 
 def _with_shardings(tree, shardings):
     import jax
 
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def abstract_inputs(spec: AotSpec, mesh, given: bool):
+    """The step's StepInputs as ShapeDtypeStructs carrying `step_inputs_shardings`; the responses
+    only for a "given" rollout source (corpus data)."""
+    import jax
+    import jax.numpy as jnp
+
+    from opdlm_jax.train.step import StepInputs, step_inputs_shardings
+
+    s = spec.shapes()
+    b, p, n = s["batch"], s["prompt_len"], s["max_new_tokens"]
+    sds = jax.ShapeDtypeStruct
+    data = (sds((b, n), jnp.int32), sds((b,), jnp.int32)) if given else ()
+    inputs = StepInputs(sds((b, p), jnp.int32), sds((b, p), jnp.bool_), sds((b,), jnp.int32), *data)
+    return _with_shardings(inputs, step_inputs_shardings(mesh, given=given))
 
 
 def per_device_bytes(tree) -> int:
@@ -309,17 +309,6 @@ def per_device_bytes(tree) -> int:
         shape = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
         total += math.prod(shape) * np.dtype(leaf.dtype).itemsize
     return int(total)
-
-
-def _validate(spec: AotSpec, mesh) -> None:
-    ways = mesh.shape["data"] * mesh.shape["fsdp"]
-    if spec.batch % spec.minibatch:
-        raise ValueError(f"batch={spec.batch} is not a multiple of minibatch={spec.minibatch}")
-    if spec.batch % ways:
-        raise ValueError(f"batch={spec.batch} is not divisible by mesh data x fsdp = {ways}")
-    if spec.prompt_len % spec.block_size or spec.max_new_tokens % spec.block_size:
-        raise ValueError(f"prompt_len={spec.prompt_len} and max_new_tokens={spec.max_new_tokens} must be "
-                         f"multiples of block_size={spec.block_size}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,66 +370,64 @@ def _flops(compiled) -> float | None:
     return float(cost["flops"])
 
 
-def run_aot(spec: AotSpec, student_config=None, teacher_config=None) -> AotReport:
-    """Lower and compile the fused OPD step for `spec` (configs override the preset's)."""
+def run_aot(spec: AotSpec) -> AotReport:
+    """Lower and compile the fused OPD step for `spec`, as the trainer builds it from the config."""
     import jax
-    import jax.numpy as jnp
 
     from opdlm_jax.models.forward import init_params
-    from opdlm_jax.sharding import batch_sharding, make_mesh, param_shardings, replicated
-    from opdlm_jax.train.step import init_train_state, make_opd_step, train_state_shardings
-    from opdlm_jax.train.optimizer import OptimizerConfig, make_optimizer
+    from opdlm_jax.sharding import make_mesh, replicated
+    from opdlm_jax.train.config import validate_config
+    from opdlm_jax.train.optimizer import make_optimizer
+    from opdlm_jax.train.setup import optimizer_config, run_mesh, run_shardings
+    from opdlm_jax.train.state import init_train_state
+    from opdlm_jax.train.step import make_opd_step
 
-    spec = resolve_loss(spec)
-    if student_config is None or teacher_config is None:
-        s_cfg, t_cfg = model_configs(spec)
-        student_config, teacher_config = student_config or s_cfg, teacher_config or t_cfg
+    config = spec.config
+    validate_config(config)
+    shapes = spec.shapes()
+    if shapes["prompt_len"] % shapes["block_size"]:
+        raise ValueError(f"prompt_len={shapes['prompt_len']} is not a multiple of block_size={shapes['block_size']}")
+    student_config, teacher_config = model_configs(spec)
+    step_cfg = spec.step_config(teacher_config)
     if spec.platform == "tpu":
         devices = tpu_topology_devices(spec.topology)
     elif spec.platform == "cpu":
         devices = cpu_devices(spec.cpu_devices)
     else:
         raise ValueError(f"platform={spec.platform!r}: expected 'tpu' or 'cpu'")
-    mesh = make_mesh(*spec.mesh, devices=devices)
-    _validate(spec, mesh)
+    # No mesh (config.mesh.devices=1) is the trainer's one-device run: the same program on one chip.
+    mesh = run_mesh(config, devices) or make_mesh(1, 1, 1, devices=devices[:1])
     hbm = chip_hbm_bytes(spec.topology, spec.hbm_gib)
 
-    k = spec.batch // spec.minibatch
-    optimizer = make_optimizer(OptimizerConfig(warmup_steps=5 * k, total_steps=483 * k))
+    optimizer = make_optimizer(optimizer_config(config))
     key = jax.random.PRNGKey(0)
     abstract_params = jax.eval_shape(lambda r: init_params(student_config, r), key)
     abstract_state = jax.eval_shape(lambda p: init_train_state(p, optimizer), abstract_params)
     abstract_teacher = jax.eval_shape(lambda r: init_params(teacher_config, r), key)
-    p_shard = param_shardings(student_config, mesh)
-    s_shard = train_state_shardings(abstract_state, p_shard, optimizer, mesh)
-    t_shard = param_shardings(teacher_config, mesh)
-    b_shard = batch_sharding(mesh, 2)
-    state_in = _with_shardings(abstract_state, s_shard)
-    teacher_in = _with_shardings(abstract_teacher, t_shard)
-    prompts = jax.ShapeDtypeStruct((spec.batch, spec.prompt_len), jnp.int32, sharding=b_shard)
-    valid = jax.ShapeDtypeStruct((spec.batch, spec.prompt_len), jnp.bool_, sharding=b_shard)
+    shardings = run_shardings(mesh, student_config, teacher_config, abstract_params, optimizer)
+    state_in = _with_shardings(abstract_state, shardings["state"])
+    teacher_in = _with_shardings(abstract_teacher, shardings["teacher"])
+    inputs_in = abstract_inputs(spec, mesh, given=step_cfg.rollout_source == "given")
     key_in = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=replicated(mesh))
 
-    student_bytes = per_device_bytes(state_in.params)
     report = AotReport(
         preset=spec.preset, platform=spec.platform, topology=spec.topology if spec.platform == "tpu" else
         f"{spec.cpu_devices} fake CPU devices (HBM of {spec.topology})",
-        device_kind=str(getattr(devices[0], "device_kind", "?")), num_devices=len(devices),
-        mesh=dict(mesh.shape), num_params=student_config.num_params(),
-        shapes=dict(batch=spec.batch, minibatch=spec.minibatch, updates=k, prompt_len=spec.prompt_len,
-                    max_new_tokens=spec.max_new_tokens, block_size=spec.block_size),
-        numerics=dict(dtype=spec.dtype, param_dtype=spec.param_dtype,
-                      teacher_param_dtype=teacher_config.param_dtype, remat=spec.remat,
-                      scan_layers=spec.scan_layers, divergence=spec.divergence, chunk_size=spec.chunk_size),
-        status="error", hbm_bytes=hbm, student_params_bytes=student_bytes,
+        device_kind=str(getattr(devices[0], "device_kind", "?")), num_devices=mesh.size,
+        mesh=dict(mesh.shape), num_params=student_config.num_params(), shapes=shapes,
+        numerics=dict(dtype=config.dtype, param_dtype=config.param_dtype,
+                      teacher_param_dtype=teacher_config.param_dtype, remat=config.remat_policy,
+                      scan_layers=config.scan_layers, divergence=config.loss.divergence,
+                      chunk_size=config.loss.chunk_size, teacher_slice=config.teacher_slice),
+        status="error", hbm_bytes=hbm, student_params_bytes=per_device_bytes(state_in.params),
         optimizer_state_bytes=per_device_bytes(state_in.opt_state) + per_device_bytes(state_in.step),
         teacher_params_bytes=per_device_bytes(teacher_in))
 
-    step = make_opd_step(student_config, teacher_config, step_config(spec, teacher_config), optimizer,
-                         state_shardings=s_shard, teacher_shardings=t_shard, batch_sharding=b_shard, mesh=mesh)
+    step = make_opd_step(student_config, teacher_config, step_cfg, optimizer, state_shardings=shardings["state"],
+                         teacher_shardings=shardings["teacher"], mesh=mesh)
     t0 = time.perf_counter()
     try:
-        lowered = step.lower(state_in, teacher_in, prompts, valid, key_in)
+        lowered = step.lower(state_in, teacher_in, inputs_in, key_in)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         report.error = f"lowering failed: {type(exc).__name__}: {exc}"
         return report
@@ -527,34 +514,32 @@ def parse_mesh(text: str) -> tuple[int, int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The tool's own flags; `--config FILE[:ARG]` and `--config.x=y` are left to ml_collections."""
     p = argparse.ArgumentParser(prog="python -m experiments.aot", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="qwen3-0.6b", help=f"a preset of opdlm_jax.checkpoints.presets or {TINY!r}")
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+                                epilog="--config FILE[:ARG]  a training config, as experiments.main takes it; "
+                                       "--config.x=y overrides any field of it (or of --preset's recipe), e.g. "
+                                       "--config.dtype=float32 --config.loss.chunk_size=128")
+    p.add_argument("--preset", default=None,
+                   help=f"without --config: the recipe config of this preset (default qwen3-0.6b; {TINY!r}: a "
+                        "few-kB smoke-test architecture)")
     p.add_argument("--all-presets", action="store_true",
-                   help=f"run {', '.join(QWEN3_PRESETS)}, one subprocess each (see --timeout)")
+                   help=f"the recipes of {', '.join(QWEN3_PRESETS)}, one subprocess each (see --timeout)")
     p.add_argument("--topology", default="v5p:2x2x1",
                    help="TPU slice, e.g. v5p:2x2x1 (v5p-8), v6e:2x4, v5e:2x2, v4:2x2x1")
     p.add_argument("--platform", choices=("tpu", "cpu"), default="tpu")
     p.add_argument("--cpu-devices", type=int, default=8, help="fake host devices for --platform cpu")
-    p.add_argument("--mesh", type=parse_mesh, default=(1, -1, 1), help="data,fsdp,tensor (default 1,-1,1)")
-    p.add_argument("--batch", type=int, default=RECIPE["batch"])
-    p.add_argument("--minibatch", type=int, default=RECIPE["minibatch"])
-    p.add_argument("--prompt-len", type=int, default=RECIPE["prompt_len"])
-    p.add_argument("--max-new-tokens", type=int, default=RECIPE["max_new_tokens"])
-    p.add_argument("--block-size", type=int, default=RECIPE["block_size"])
-    p.add_argument("--dtype", default="bfloat16", help="compute dtype")
-    p.add_argument("--param-dtype", default="float32", help="student master weights / AdamW moments")
-    p.add_argument("--teacher-param-dtype", default=None, help="default: --param-dtype (as the trainer)")
-    p.add_argument("--remat", default="full", choices=("none", "full", "dots", "dots_with_no_batch_dims"))
-    p.add_argument("--no-scan-layers", dest="scan_layers", action="store_false")
-    p.add_argument("--divergence", default=None,
-                   help="default: the recipe's (experiments/configs/common.py): topk_forward_kl_reference "
-                        "for 4B/8B, forward_kl for 0.6B/1.7B")
-    p.add_argument("--topk", type=int, default=16, help="k of the top-k divergences")
-    p.add_argument("--chunk-size", type=int, default=None,
-                   help="sequence chunk of the loss's vocabulary projection (default: the recipe's, 256)")
+    # Overrides of the config's shapes, for exploration.
+    p.add_argument("--mesh", type=parse_mesh, default=None, help="data,fsdp,tensor (default: config.mesh)")
+    p.add_argument("--batch", type=int, default=None, help="default: config.batch_size")
+    p.add_argument("--minibatch", type=int, default=None, help="default: config.minibatch_size")
     p.add_argument("--teacher-slice", type=int, default=None,
-                   help="sequences per teacher forward (default: the minibatch; 0: the whole batch at once)")
+                   help="sequences per teacher forward (default: config.teacher_slice; 0: the whole batch)")
+    p.add_argument("--prompt-len", type=int, default=None,
+                   help="default: the widest prompt bucket of config.data.max_prompt_tokens")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="default: the curriculum's largest response budget")
+    p.add_argument("--teacher-param-dtype", default=None, help="default: config.param_dtype (as the trainer)")
     p.add_argument("--hbm-gib", type=float, default=None, help="HBM budget per chip (default: the chip's)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per preset with --all-presets")
     p.add_argument("--json", action="store_true", help="print one JSON object per configuration")
@@ -562,14 +547,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def spec_from_args(args, preset: str | None = None) -> AotSpec:
-    return AotSpec(preset=preset or args.preset, topology=args.topology, platform=args.platform,
-                   cpu_devices=args.cpu_devices, mesh=tuple(args.mesh), batch=args.batch,
-                   minibatch=args.minibatch, prompt_len=args.prompt_len, max_new_tokens=args.max_new_tokens,
-                   block_size=args.block_size, dtype=args.dtype, param_dtype=args.param_dtype,
-                   teacher_param_dtype=args.teacher_param_dtype, remat=args.remat, scan_layers=args.scan_layers,
-                   divergence=args.divergence, topk=args.topk, chunk_size=args.chunk_size, hbm_gib=args.hbm_gib,
-                   teacher_slice=args.teacher_slice)
+def _has_config_file(config_argv: Sequence[str]) -> bool:
+    return any(a == "--config" or a.startswith("--config=") for a in config_argv)
+
+
+def load_config(config_argv: Sequence[str], preset: str | None = None):
+    """The ConfigDict of `--config FILE[:ARG]` or, without one, of `recipe(preset)`, with the
+    `--config.x=y` overrides applied: ml_collections' config flags, as experiments.main uses them."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from experiments.configs.common import recipe
+
+    argv = ["experiments.aot", *config_argv]
+    values = flags.FlagValues()  # a private flag registry: main() may run several times per process
+    try:  # ml_collections may apply the overrides already when the flag is defined
+        if _has_config_file(config_argv):
+            config_flags.DEFINE_config_file("config", None, flag_values=values, sys_argv=argv)
+        else:
+            config_flags.DEFINE_config_dict("config", recipe(preset or "qwen3-0.6b"), flag_values=values,
+                                            sys_argv=argv)
+        rest = values(argv)
+    except (flags.Error, AttributeError, KeyError) as exc:  # an unknown flag or config field
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+    if len(rest) > 1:
+        raise ValueError(f"unexpected arguments: {' '.join(rest[1:])}")
+    config = values.config
+    if config.get("experiment", "train") != "train":  # a multi-run experiment: plan its training runs
+        if "train" not in config:
+            raise ValueError(f"config experiment={config.experiment!r} has no training config to plan")
+        config = config.train
+    return config
+
+
+def spec_from_args(args, config_argv: Sequence[str]) -> AotSpec:
+    config = load_config(config_argv, args.preset)
+    for flag, field in (("batch", "batch_size"), ("minibatch", "minibatch_size"), ("teacher_slice", "teacher_slice")):
+        if getattr(args, flag) is not None:
+            config[field] = getattr(args, flag)
+    if args.mesh is not None:
+        config.mesh.update(data=args.mesh[0], fsdp=args.mesh[1], tensor=args.mesh[2], devices=0)
+    return AotSpec(config=config, topology=args.topology, platform=args.platform, cpu_devices=args.cpu_devices,
+                   prompt_len=args.prompt_len, max_new_tokens=args.max_new_tokens,
+                   teacher_param_dtype=args.teacher_param_dtype, hbm_gib=args.hbm_gib)
 
 
 def _child_argv(argv: Sequence[str], preset: str) -> list[str]:
@@ -628,7 +648,12 @@ def _exit_code(statuses: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, config_argv = parser.parse_known_args(argv)
+    if args.preset and _has_config_file(config_argv):
+        parser.error("give --preset or --config FILE, not both")
+    if args.all_presets and (args.preset or _has_config_file(config_argv)):
+        parser.error("--all-presets plans the recipes of the Qwen3 presets: no --preset or --config file")
     if args.all_presets:
         results = []
         for preset in QWEN3_PRESETS:
@@ -649,8 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.platform == "tpu":
         os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
-        report = run_aot(spec_from_args(args))
-    except (RuntimeError, ValueError) as exc:  # no libtpu, a bad mesh or shape: one clear line
+        report = run_aot(spec_from_args(args, config_argv))
+    except (RuntimeError, ValueError) as exc:  # no libtpu, a bad config, mesh or shape: one clear line
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     _print(report, args.json)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from opdlm_jax import aot
+from experiments import aot
 
 TINY_ARGS = ["--preset", "tiny", "--platform", "cpu", "--cpu-devices", "8", "--batch", "8", "--minibatch", "4",
              "--prompt-len", "8", "--max-new-tokens", "8"]
@@ -107,16 +107,18 @@ def test_parse_tpu_compile_oom_message():
 
 
 def test_all_presets_child_arguments():
-    argv = ["--all-presets", "--topology", "v6e:2x4", "--timeout", "10", "--json", "--mesh", "1,8,1"]
-    assert aot._child_argv(argv, "qwen3-4b") == ["--topology", "v6e:2x4", "--mesh", "1,8,1", "--preset",
-                                                 "qwen3-4b", "--json"]
+    argv = ["--all-presets", "--topology", "v6e:2x4", "--timeout", "10", "--json", "--mesh", "1,8,1",
+            "--config.teacher_slice=0"]
+    assert aot._child_argv(argv, "qwen3-4b") == ["--topology", "v6e:2x4", "--mesh", "1,8,1",
+                                                 "--config.teacher_slice=0", "--preset", "qwen3-4b", "--json"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                     reason='libtpu is not installed (pip install "jax[tpu]==<jax version>")')
 def test_tpu_topology_compile():
-    spec = aot.AotSpec(preset="tiny", topology="v5e:2x2", platform="tpu", batch=8, minibatch=4, prompt_len=8,
-                       max_new_tokens=8)
+    config = aot.load_config([], preset="tiny")
+    config.batch_size, config.minibatch_size = 8, 4
+    spec = aot.AotSpec(config=config, topology="v5e:2x2", platform="tpu", prompt_len=8, max_new_tokens=8)
     report = aot.run_aot(spec)
     assert report.status == "fits", report.error
     assert report.num_devices == 4 and report.temp_bytes > 0
@@ -126,3 +128,54 @@ def test_bad_mesh_is_one_clear_error(capsys):
     code = aot.main(["--preset", "tiny", "--platform", "cpu", "--mesh", "1,3,1"])
     assert code == aot.EXIT_ERROR
     assert "error: mesh data=1 x fsdp=3 x tensor=1 = 3 devices, but 8 devices" in capsys.readouterr().err
+
+
+def test_unknown_config_field_is_one_clear_error(capsys):
+    code = aot.main(["--preset", "tiny", "--platform", "cpu", "--config.no_such_field=1"])
+    assert code == aot.EXIT_ERROR
+    assert "error:" in capsys.readouterr().err
+
+
+def _spec(argv):
+    args, config_argv = aot.build_parser().parse_known_args(argv)
+    return aot.spec_from_args(args, config_argv)
+
+
+def test_table1_config_gives_the_trainers_step():
+    """Acceptance: the AOT plan of `table1.py:qwen3-4b` compiles the StepConfig the trainer builds
+    from the same config, at the config's batch, minibatch and largest response budget."""
+    from experiments.configs import table1
+    from opdlm_jax.checkpoints.presets import preset_config
+    from opdlm_jax.decoding.batching import bucket_width
+    from opdlm_jax.train.setup import SpecialTokens, curriculum, step_config
+
+    spec = _spec(["--config", "experiments/configs/table1.py:qwen3-4b", "--topology", "v5p:2x2x1"])
+    config = table1.get_config("qwen3-4b")
+    block = config.rollout.block_size
+    budget = curriculum(config).length(config.steps, block)
+    teacher = preset_config(config.teacher, dtype=config.dtype, param_dtype=config.param_dtype,
+                            scan_layers=config.scan_layers, remat_policy=config.remat_policy)
+    trainer_step = step_config(config, teacher, SpecialTokens.of_config(teacher), budget)
+
+    student_arch, teacher_arch = aot.model_configs(spec)
+    assert teacher_arch == teacher and student_arch == teacher
+    assert spec.step_config(teacher_arch) == trainer_step
+    shapes = spec.shapes()
+    assert (shapes["batch"], shapes["minibatch"], shapes["max_new_tokens"]) == (
+        config.batch_size, config.minibatch_size, budget)
+    assert shapes["updates"] == config.batch_size // config.minibatch_size
+    assert shapes["prompt_len"] == bucket_width(config.data.max_prompt_tokens, block,
+                                                minimum=config.data.prompt_bucket, ladder=config.data.prompt_ladder)
+    assert (budget, shapes["prompt_len"]) == (4096, 1024)  # the recipe: 4000 tokens in buckets of 256
+
+
+def test_preset_means_its_recipe_and_flags_override():
+    from experiments.configs.common import recipe
+
+    assert _spec(["--preset", "qwen3-8b"]).config.to_dict() == recipe("qwen3-8b").to_dict()
+    spec = _spec(["--preset", "qwen3-4b", "--config.loss.topk=8", "--config.rollout.threshold", "0.8",
+                  "--batch", "64", "--teacher-slice", "0", "--mesh", "1,4,2", "--prompt-len", "512"])
+    c = spec.config
+    assert (c.loss.topk, c.rollout.threshold, c.batch_size, c.teacher_slice) == (8, 0.8, 64, 0)
+    assert (c.mesh.data, c.mesh.fsdp, c.mesh.tensor) == (1, 4, 2)
+    assert spec.shapes()["prompt_len"] == 512 and spec.shapes()["max_new_tokens"] == 4096
