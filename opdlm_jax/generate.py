@@ -70,7 +70,7 @@ def validate(args: argparse.Namespace) -> tuple[SamplerConfig, SamplingParams]:
 
 def load(args: argparse.Namespace):
     if args.checkpoint:
-        from opdlm_jax.checkpoints.orbax import load_model_from_run  # needs the trainer
+        from opdlm_jax.checkpoints.orbax import load_model_from_run
 
         return load_model_from_run(args.checkpoint, step=args.step, dtype=args.dtype)
     import jax
@@ -157,6 +157,9 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from opdlm_jax.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()  # the second generate loads its decoder from disk instead of compiling
     try:
         return run(args)
     except (ValueError, FileNotFoundError, ImportError) as e:

@@ -111,34 +111,32 @@ def test_sigterm_saves_a_usable_checkpoint(assets, tmp_path):
 
 
 def test_checkpoint_from_8_devices_restores_on_1_and_4(assets, tmp_path):
+    """Trained on a 2x2x2 mesh of the 8 (fake) devices, the params restore onto meshes of 1 and 4
+    devices, each array resharded to its target, with the saved values bit for bit."""
+    from opdlm_jax.checkpoints.loading import load_model
+    from opdlm_jax.checkpoints.orbax import restore_params
+    from opdlm_jax.sharding import make_mesh, param_shardings
+    from opdlm_jax.train import loop
+    from tests_configs_loader import load_config
+
+    config = load_config(ROOT / "tests/configs/tiny_train.py")
+    config.teacher, config.data.train = str(assets[0]), str(assets[1])
+    config.steps = 2
+    config.mesh.update(devices=0, data=2, fsdp=2, tensor=2)
     workdir = tmp_path / "mesh8"
-    run(command(assets, workdir, "--config.steps=2", "--config.mesh.devices=0", "--config.mesh.data=2",
-                "--config.mesh.fsdp=2", "--config.mesh.tensor=2"), devices=8)
-    reference = final_params(workdir)
-    np.savez(tmp_path / "ref.npz", *jax.tree.leaves(reference))
-    script = f"""
-import sys, numpy as np, jax
-sys.path.insert(0, {str(ROOT / 'tests')!r})
-from opdlm_jax.checkpoints.loading import load_model
-from opdlm_jax.sharding import make_mesh, param_shardings
-from opdlm_jax.checkpoints.orbax import restore_params
-m = load_model({str(assets[0])!r}, scan_layers=True)
-n = jax.device_count()
-mesh = make_mesh(data=-1, fsdp=1, tensor=2 if n >= 2 else 1)
-abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), m.params,
-                        param_shardings(m.config, mesh))
-params, meta = restore_params({str(workdir / 'checkpoints')!r}, abstract)
-ref = np.load({str(tmp_path / 'ref.npz')!r})
-leaves = jax.tree.leaves(params)
-assert len(leaves) == len(ref.files)
-for i, x in enumerate(leaves):
-    assert x.sharding.mesh.size == n
-    np.testing.assert_array_equal(np.asarray(x), ref[f"arr_{{i}}"])
-print("restored on", n, "devices at step", meta["step"])
-"""
-    for devices in (1, 4):
-        out = run([sys.executable, "-c", script], devices=devices)
-        assert f"restored on {devices} devices at step 2" in out.stdout
+    loop.train(config, workdir, progress=False)
+    reference = jax.tree.leaves(final_params(workdir))
+    model = load_model(str(assets[0]), scan_layers=True)
+    for n in (1, 4):
+        mesh = make_mesh(data=-1, fsdp=1, tensor=2 if n >= 2 else 1, devices=jax.devices()[:n])
+        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), model.params,
+                                param_shardings(model.config, mesh))
+        params, meta = restore_params(workdir / "checkpoints", abstract)
+        leaves = jax.tree.leaves(params)
+        assert meta["step"] == 2 and len(leaves) == len(reference)
+        for x, ref in zip(leaves, reference):
+            assert x.sharding.mesh.size == n
+            np.testing.assert_array_equal(np.asarray(x), ref)
 
 
 def test_nan_loss_stops_with_the_step_and_last_checkpoint_restores(assets, tmp_path, monkeypatch):
