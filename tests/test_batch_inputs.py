@@ -42,3 +42,26 @@ def test_corpus_windows_are_given_responses():
     host = step_inputs(config, _setup({}), (prompts, responses), rl_step=0)
     assert host.budget == 32 and host.inputs.responses.shape == (2, 32)
     assert host.inputs.response_lengths.tolist() == [32, 32] and host.inputs.prompt_valid.all()
+
+
+def test_curriculum_follows_the_reference_schedule():
+    """The recipe's ramp 100 -> 4000 over 100 RL steps, values by hand from the reference's formula
+    val = start + (end - start) * (1 - cos(pi/2 * min(n / 100, 1))), n the 1-based RL step,
+    rounded to the nearest multiple of the block size (4)."""
+    import math
+
+    c = Curriculum(start=100, end=4000, ramp_steps=100, ramp="cosine", bucket=256)
+    # n = 1: 100 + 3900 * (1 - cos(pi / 200)) = 100.48 -> 100
+    assert c.exact_length(0, 4) == 100 and c.length(0, 4) == 256
+    # n = 50: 100 + 3900 * (1 - cos(pi / 4)) = 1242.28 -> 1244 (311 blocks)
+    assert abs(c.raw_length(49) - (100 + 3900 * (1 - math.cos(math.pi / 4)))) < 1e-9
+    assert c.exact_length(49, 4) == 1244 and c.length(49, 4) == 1280
+    assert c.exact_length(99, 4) == 4000 and c.length(99, 4) == 4096 and c.exact_length(500, 4) == 4000
+    # Every sequence gets the exact budget (not the bucket): at n = 50, math is uncapped (4096 > 1244),
+    # science is capped at 1024.
+    capped = Curriculum(start=100, end=4000, ramp_steps=100, bucket=256, domain_caps=(("science", 1024),))
+    width, per_seq = capped.sequence_budgets(49, ["math", "science"], 4)
+    assert width == 1280 and per_seq.tolist() == [1244, 1024]
+    linear = Curriculum(start=100, end=4000, ramp_steps=10, ramp="linear", bucket=4)
+    # 100 + 390 n; n = 5 gives 2050 = 512.5 blocks, and Python's round (the reference's too) goes to even: 2048.
+    assert [linear.exact_length(s, 4) for s in (0, 4, 9)] == [488, 2048, 4000]

@@ -1,7 +1,11 @@
 """Rollout-length curriculum: the response budget grows from `start` to `end` over `ramp_steps`.
 
-Lengths are rounded up to a bucket (a multiple of the block size) so that only a few shapes are
-compiled; per-domain caps bound each sequence's own budget.
+As the reference trainer: at RL step n (1-based) the progress is p = min(n / ramp_steps, 1), the
+budget start + (end - start) * f(p) rounded to the nearest multiple of the block size, with
+f(p) = 1 - cos(pi p / 2) for "cosine" (the reference launchers' "cos" schedule, over 100 RL steps)
+or f(p) = p for "linear" (the paper's wording, over 10 rollouts). That exact budget, capped per
+domain, is what every sequence may generate; the compiled response width is the largest of them
+rounded up to a bucket, so only a few shapes are compiled.
 """
 from __future__ import annotations
 
@@ -30,25 +34,29 @@ class Curriculum:
             raise ValueError(f"curriculum bucket={self.bucket} must be >= 1")
 
     def raw_length(self, step: int) -> float:
-        frac = 1.0 if self.ramp_steps <= 0 else min(step / self.ramp_steps, 1.0)
-        if self.ramp == "cosine":
-            frac = 0.5 * (1 - math.cos(math.pi * frac))
+        """The budget before rounding at RL step `step` (0-based: the reference's step step + 1)."""
+        progress = 1.0 if self.ramp_steps <= 0 else min((step + 1) / self.ramp_steps, 1.0)
+        frac = 1 - math.cos(math.pi / 2 * progress) if self.ramp == "cosine" else progress
         return self.start + (self.end - self.start) * frac
 
-    def length(self, step: int, block_size: int) -> int:
-        """The bucketed batch budget at RL step `step` (a multiple of bucket and block size)."""
+    def exact_length(self, step: int, block_size: int) -> int:
+        """The budget every uncapped sequence gets: the nearest multiple of the block size."""
+        return max(int(round(self.raw_length(step) / block_size)) * block_size, block_size)
+
+    def _bucketed(self, length: int, block_size: int) -> int:
         unit = math.lcm(self.bucket, block_size)
-        return max(unit, int(math.ceil(self.raw_length(step) / unit)) * unit)
+        return max(unit, -(-length // unit) * unit)
+
+    def length(self, step: int, block_size: int) -> int:
+        """The compiled response width at RL step `step`: the exact budget rounded up to a bucket."""
+        return self._bucketed(self.exact_length(step, block_size), block_size)
 
     def sequence_budgets(self, step: int, domains: Sequence[str], block_size: int) -> tuple[int, np.ndarray]:
-        """(batch budget, per-sequence budgets [B]) with the per-domain caps applied.
-
-        The batch budget shrinks (to a bucket) when every sequence of the batch is capped below it.
-        """
-        budget = self.length(step, block_size)
+        """(compiled batch width, per-sequence budgets [B]): the exact budget with each domain's
+        cap applied (rounded down to whole blocks). The width shrinks (to a bucket) when every
+        sequence of the batch is capped below the budget."""
+        budget = self.exact_length(step, block_size)
         caps: Mapping[str, int] = dict(self.domain_caps)
         per_seq = np.array([min(budget, caps.get(d, budget)) for d in domains], np.int32)
         per_seq = np.maximum(per_seq // block_size * block_size, block_size)
-        unit = math.lcm(self.bucket, block_size)
-        batch_budget = min(budget, int(math.ceil(per_seq.max() / unit)) * unit)
-        return batch_budget, per_seq
+        return self._bucketed(int(per_seq.max()), block_size), per_seq
