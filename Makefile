@@ -38,8 +38,10 @@ demo-quick: $(CORE)
 chat: $(CORE)
 	$(BIN)/python -m experiments.chat_demo
 
+# One worker per core, whole files per worker (module fixtures are built once); the tests share
+# one persistent compilation cache (tests/conftest.py).
 test: $(TEST)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 bench: $(TEST)
 	$(BIN)/python bench/decode.py

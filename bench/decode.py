@@ -698,8 +698,8 @@ def build_report(args, env, end_load, batch_run, torch_how, results, stop_rows, 
     tpr_big = [results[b]["info"][k]["tokens_per_round"] for b in big for k in ("c", "c'")]
     tpr_text = (f"tokens/round {min(tpr_big):.2f}-{max(tpr_big):.2f}" if tpr_big else "tokens/round")
     shifted = "c'"
-    out.append(f"- Tokens per forward, not per-forward cost, caps target (2). The untrained student's confidence "
-               f"rarely clears 0.9, so dynamic 0.9 still takes about 4 rounds per 4-token block: NFE "
+    out.append("- Tokens per forward, not per-forward cost, caps target (2). The untrained student's confidence "
+               "rarely clears 0.9, so dynamic 0.9 still takes about 4 rounds per 4-token block: NFE "
                + ", ".join(f"{results[b]['info']['c']['nfe']} (shifted {results[b]['info'][shifted]['nfe']})"
                            f" at B={b}" for b in results)
                + f" for {n} tokens. In a batch the loop runs a round while ANY sequence still has masks, so at "
@@ -748,8 +748,8 @@ def build_report(args, env, end_load, batch_run, torch_how, results, stop_rows, 
     out.append(f"- versions: Python {env['python']}, JAX {env['jax']}, jaxlib {env['jaxlib']}, Flax {env['flax']}, "
                f"torch {env['torch']} ({args.torch_threads} threads), transformers {env['transformers']}; "
                f"JAX backend {env['backend']}; XLA_FLAGS='{env['XLA_FLAGS']}'")
-    out.append(f"- dtypes: float32 parameters, activations and KV cache (ours: config dtype/param_dtype "
-               f"float32; logits float32); transformers float32")
+    out.append("- dtypes: float32 parameters, activations and KV cache (ours: config dtype/param_dtype "
+               "float32; logits float32); transformers float32")
     out.append(f"- transformers weights: {torch_how}")
     out.append(f"- batch {', '.join(map(str, results))}; {n} new tokens; block size 4, 4 steps per block; "
                f"{args.repeats} alternating rounds per batch; real-stop run at B={args.stop_batch}, "

@@ -5,7 +5,6 @@ import pytest
 
 from opdlm_jax.train.config import ConfigError, validate_config
 from tests_configs_loader import load_config
-from tiny_hf import make_tiny_hf_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
@@ -45,8 +44,8 @@ def test_invalid_combinations_are_named():
 
 
 @pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory):
-    return make_tiny_hf_dir(tmp_path_factory.mktemp("teacher") / "model")
+def tiny_teacher(tiny_assets):
+    return tiny_assets[0]
 
 
 def _toy(config, teacher):

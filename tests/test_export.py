@@ -2,7 +2,6 @@
 that transformers loads, with causal logits equal to ours."""
 import io
 import json
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -12,24 +11,10 @@ import torch
 from opdlm_jax import forward, generate
 from opdlm_jax.export import main as export_main
 from opdlm_jax.checkpoints.orbax import load_model_from_run
-from tests_configs_loader import load_config
-from tiny_hf import make_tiny_hf_dir
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from opdlm_jax.train.loop import train
-
-    base = tmp_path_factory.mktemp("export")
-    config = load_config(ROOT / "tests/configs/tiny_train.py")
-    config.teacher = str(make_tiny_hf_dir(base / "teacher"))
-    config.data.train = str(ROOT / "experiments/data/demo_prompts/heldout.jsonl")
-    config.data.max_prompt_tokens = 512
-    config.steps = 2
-    train(config, base / "run", progress=False)
-    return base / "run"
+def run_dir(tiny_run):
+    return tiny_run  # the session's shared 2-step run (tests/conftest.py)
 
 
 def test_generate_decodes_from_the_checkpoint(run_dir):

@@ -6,7 +6,6 @@ import json
 import re
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 

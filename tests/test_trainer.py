@@ -12,15 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tiny_hf import make_tiny_hf_dir, write_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    d = tmp_path_factory.mktemp("assets")
-    return make_tiny_hf_dir(d / "model"), write_prompts(d / "prompts.jsonl")
+def assets(tiny_assets):
+    return tiny_assets  # the session's tiny model and prompts (tests/conftest.py)
 
 
 def command(assets, workdir, *extra, method=""):
@@ -31,7 +29,9 @@ def command(assets, workdir, *extra, method=""):
 
 
 def env(devices=1):
-    e = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    # The same matmul precision as this process (conftest), so in-process and subprocess runs agree bitwise.
+    e = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+             JAX_DEFAULT_MATMUL_PRECISION="highest")
     e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
     return e
 
@@ -70,9 +70,21 @@ def final_params(workdir, step=None):
     return jax.tree.map(np.asarray, mngr.restore(s, args=ocp.args.Composite(params=ocp.args.StandardRestore()))["params"])
 
 
+def tiny_config(assets, method="", **overrides):
+    """tests/configs/tiny_train.py on the session's tiny model and prompts, as `command` runs it."""
+    from tests_configs_loader import load_config
+
+    config = load_config(ROOT / "tests/configs/tiny_train.py", method)
+    config.teacher, config.data.train = str(assets[0]), str(assets[1])
+    config.update(overrides)
+    return config
+
+
 def test_resume_after_sigkill_is_exact(assets, tmp_path):
-    straight = tmp_path / "straight"
-    run(command(assets, straight))
+    from opdlm_jax.train import loop
+
+    straight = tmp_path / "straight"  # uninterrupted, in this process (the same program as the CLI's)
+    loop.train(tiny_config(assets), straight, progress=False)
     killed = tmp_path / "killed"
     proc = subprocess.Popen(command(assets, killed), env=env(), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -117,11 +129,8 @@ def test_checkpoint_from_8_devices_restores_on_1_and_4(assets, tmp_path):
     from opdlm_jax.checkpoints.orbax import restore_params
     from opdlm_jax.sharding import make_mesh, param_shardings
     from opdlm_jax.train import loop
-    from tests_configs_loader import load_config
 
-    config = load_config(ROOT / "tests/configs/tiny_train.py")
-    config.teacher, config.data.train = str(assets[0]), str(assets[1])
-    config.steps = 2
+    config = tiny_config(assets, steps=2)
     config.mesh.update(devices=0, data=2, fsdp=2, tensor=2)
     workdir = tmp_path / "mesh8"
     loop.train(config, workdir, progress=False)
@@ -141,13 +150,10 @@ def test_checkpoint_from_8_devices_restores_on_1_and_4(assets, tmp_path):
 
 def test_nan_loss_stops_with_the_step_and_last_checkpoint_restores(assets, tmp_path, monkeypatch):
     from opdlm_jax.train import loop
-    from tests_configs_loader import load_config
 
-    config = load_config(ROOT / "tests/configs/tiny_train.py")
-    config.teacher, config.data.train = str(assets[0]), str(assets[1])
-    config.steps = 4
+    config = tiny_config(assets, steps=4)
     real_make = loop.make_opd_step
-    calls = {"n": 0}  # across every compiled step (the curriculum compiles a few shapes)
+    calls = {"n": 0}  # across every compiled step (should the curriculum compile several shapes)
 
     def poisoned(*args, **kwargs):
         step = real_make(*args, **kwargs)
@@ -171,12 +177,8 @@ def test_nan_loss_stops_with_the_step_and_last_checkpoint_restores(assets, tmp_p
 @pytest.mark.parametrize("method", ["corpus", "off_policy", "sft", "opdlm_off"])
 def test_baselines_run_one_step(assets, tmp_path, method):
     from opdlm_jax.train import loop
-    from tests_configs_loader import load_config
-
-    config = load_config(ROOT / "tests/configs/tiny_train.py", method)
-    config.teacher, config.data.train = str(assets[0]), str(assets[1])
+    config = tiny_config(assets, method, steps=1)
     config.data.corpus = "pydoc"
-    config.steps = 1
     out = loop.train(config, tmp_path / method, progress=False)
     m = out["metrics"]
     assert m["rl_step"] == 1 and np.isfinite(m["loss"]) and m["loss"] > 0
@@ -192,11 +194,8 @@ def test_domain_caps_reach_the_rollouts(assets, tmp_path):
 
     from opdlm_jax.train import loop
     from opdlm_jax.train.setup import build_setup
-    from tests_configs_loader import load_config
 
-    config = load_config(ROOT / "tests/configs/tiny_train.py")
-    config.teacher, config.data.train = str(assets[0]), str(assets[1])
-    config.steps, config.checkpoint_every = 2, 2
+    config = tiny_config(assets, steps=2, checkpoint_every=2)
     config.curriculum.update(start=16, end=16, bucket=8)
     config.curriculum.domain_caps = {"math": 8}
     config.data.max_prompt_tokens = 256  # math prompts carry the recipe suffix; keep them all
