@@ -1,6 +1,6 @@
-"""Test set-up: fake 8 CPU devices before JAX is imported, float32 matmul precision, and one
-persistent compilation cache for the session and its subprocesses (identical programs compiled by
-different tests, or by the trainer runs of one test, are compiled once)."""
+"""Test set-up: fake 8 CPU devices before JAX is imported, float32 matmul precision, and the
+persistent compilation cache for the session, its xdist workers and its subprocesses: a program
+that another test, worker, subprocess or an earlier run already compiled is loaded from disk."""
 import os
 from pathlib import Path
 
@@ -9,8 +9,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# A fresh clone starts cold; set OPDLM_COMPILATION_CACHE=off to measure without it.
-os.environ.setdefault("OPDLM_COMPILATION_CACHE", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "xla"))
+# The user-level cache of the CLIs (~/.cache/opdlm_jax/xla) unless OPDLM_COMPILATION_CACHE says
+# otherwise: the first run on a machine is cold, later ones (any clone) are warm. "off" disables it.
 
 import jax  # noqa: E402
 
