@@ -1,6 +1,6 @@
 """The embedded-default demo (`make demo`): SmolLM2-135M-Instruct converted on this CPU.
 
-    python -m experiments.main --config experiments/configs/demo.py --workdir runs/demo        # 20 min (2 cores)
+    python -m experiments.main --config experiments/configs/demo.py --workdir runs/demo        # 24 min (2 cores)
     python -m experiments.main --config experiments/configs/demo.py:quick --workdir runs/quick # 2 min
     python -m experiments.main --config experiments/configs/demo.py:seeds --workdir runs/seeds # 23 min
     python -m experiments.main --config experiments/configs/demo.py:seeds_baselines --workdir runs/seeds_b  # 20 min
