@@ -141,8 +141,7 @@ class Runner:
     def __init__(self, ours, torch_model, prompts, new_tokens: int, threads: int):
         self.threads = threads
         self.ours, self.torch_model, self.prompts, self.new_tokens = ours, torch_model, prompts, new_tokens
-        tok = ours.tokenizer
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self.pad_id = ours.pad_id
         self.last: dict = {}  # (key, batch, stop) -> details of the last run
 
     def run(self, d: Decoder, batch: int, stop: bool) -> float:
@@ -355,9 +354,9 @@ def main(argv=None) -> int:
     ours, load_s = load_ours()
     torch_model, torch_how, torch_load_s = load_torch(args.torch_threads)
     print(f"loaded ours in {load_s:.1f}s, transformers in {torch_load_s:.1f}s ({torch_how})", flush=True)
-    from opdlm_jax.data.chat_format import prompt_token_ids
+    from opdlm_jax.data.chat_format import chat_prompt_ids
 
-    prompts = [prompt_token_ids(ours.tokenizer, {"prompt": q, "domain": "chat"}) for q in QUESTIONS]
+    prompts = [chat_prompt_ids(ours.tokenizer, q) for q in QUESTIONS]
     if max(batches + [args.stop_batch]) > len(prompts):
         raise SystemExit(f"at most {len(prompts)} prompts")
     runner = Runner(ours, torch_model, prompts, args.new_tokens, args.torch_threads)

@@ -136,7 +136,7 @@ def main(argv=None) -> None:
     import numpy as np
 
     from bench.common import environment, markdown_table, pair_ratios, replace_section, summarize
-    from opdlm_jax.data.chat_format import prompt_token_ids
+    from opdlm_jax.data.chat_format import chat_prompt_ids
     from opdlm_jax.decoding.batching import left_pad
     from opdlm_jax.train.setup import build_setup, step_config
     from opdlm_jax.train.state import init_train_state
@@ -177,7 +177,7 @@ def main(argv=None) -> None:
     params = jax.device_put(model.params)  # float32 master parameters, on the device once
     rec["load_s"] = time.perf_counter() - t0
     base = setup.student_config
-    ids = [prompt_token_ids(model.tokenizer, {"prompt": q, "domain": "chat"}) for q in QUESTIONS]
+    ids = [chat_prompt_ids(model.tokenizer, q) for q in QUESTIONS]
     ids = [ids[i % len(ids)] for i in range(args.batch)]
     rec["prompt_lengths"] = [len(p) for p in ids]
     tokens_np, valid_np = left_pad(ids, PROMPT_WIDTH, setup.tokens.pad_id)

@@ -277,18 +277,13 @@ def model_configs(spec: AotSpec):
     return student, teacher.replace(param_dtype=spec.teacher_param_dtype or c.param_dtype)
 
 
-def _with_shardings(tree, shardings):
-    import jax
-
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
-
-
 def abstract_inputs(spec: AotSpec, mesh, given: bool):
     """The step's StepInputs as ShapeDtypeStructs carrying `step_inputs_shardings`; the responses
     only for a "given" rollout source (corpus data)."""
     import jax
     import jax.numpy as jnp
 
+    from opdlm_jax.sharding import abstract_with_shardings
     from opdlm_jax.train.step import StepInputs, step_inputs_shardings
 
     s = spec.shapes()
@@ -296,7 +291,7 @@ def abstract_inputs(spec: AotSpec, mesh, given: bool):
     sds = jax.ShapeDtypeStruct
     data = (sds((b, n), jnp.int32), sds((b,), jnp.int32)) if given else ()
     inputs = StepInputs(sds((b, p), jnp.int32), sds((b, p), jnp.bool_), sds((b,), jnp.int32), *data)
-    return _with_shardings(inputs, step_inputs_shardings(mesh, given=given))
+    return abstract_with_shardings(inputs, step_inputs_shardings(mesh, given=given))
 
 
 def per_device_bytes(tree) -> int:
@@ -375,7 +370,7 @@ def run_aot(spec: AotSpec) -> AotReport:
     import jax
 
     from opdlm_jax.models.forward import init_params
-    from opdlm_jax.sharding import make_mesh, replicated
+    from opdlm_jax.sharding import abstract_with_shardings, make_mesh, replicated
     from opdlm_jax.train.config import validate_config
     from opdlm_jax.train.optimizer import make_optimizer
     from opdlm_jax.train.setup import optimizer_config, run_mesh, run_shardings
@@ -405,8 +400,8 @@ def run_aot(spec: AotSpec) -> AotReport:
     abstract_state = jax.eval_shape(lambda p: init_train_state(p, optimizer), abstract_params)
     abstract_teacher = jax.eval_shape(lambda r: init_params(teacher_config, r), key)
     shardings = run_shardings(mesh, student_config, teacher_config, abstract_params, optimizer)
-    state_in = _with_shardings(abstract_state, shardings["state"])
-    teacher_in = _with_shardings(abstract_teacher, shardings["teacher"])
+    state_in = abstract_with_shardings(abstract_state, shardings["state"])
+    teacher_in = abstract_with_shardings(abstract_teacher, shardings["teacher"])
     inputs_in = abstract_inputs(spec, mesh, given=step_cfg.rollout_source == "given")
     key_in = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=replicated(mesh))
 

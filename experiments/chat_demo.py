@@ -10,7 +10,7 @@ import time
 
 import jax
 
-from opdlm_jax.data.chat_format import prompt_token_ids
+from opdlm_jax.data.chat_format import chat_prompt_ids
 from opdlm_jax.decoding import SamplerConfig
 from opdlm_jax.decoding.api import generate_ar, generate_diffusion
 from opdlm_jax.decoding.sampling import SamplingParams
@@ -37,7 +37,7 @@ def main(argv=None) -> None:
           f"id {model.mask_token_id}) in {time.perf_counter() - t0:.1f}s on {jax.devices()[0].platform}")
     tok = model.tokenizer
     prompts = args.prompt or DEFAULT_PROMPTS
-    ids = [prompt_token_ids(tok, {"prompt": p, "domain": "chat"}) for p in prompts]
+    ids = [chat_prompt_ids(tok, p) for p in prompts]
     stop = model.stop_token_ids
     runs = [("AR teacher, greedy", generate_ar(
         model.config, model.params, ids, sampling=SamplingParams(greedy=True),

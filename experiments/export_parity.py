@@ -28,7 +28,7 @@ def compare(checkpoint: str, out_dir: str, prompts: Sequence[str] = PROMPTS) -> 
     from opdlm_jax.export import export_run
     from opdlm_jax.models.forward import forward
     from opdlm_jax.checkpoints.orbax import load_model_from_run
-    from opdlm_jax.data.chat_format import prompt_token_ids
+    from opdlm_jax.data.chat_format import chat_prompt_ids
 
     export_run(checkpoint, out_dir)
     ours = load_model_from_run(checkpoint)
@@ -40,7 +40,7 @@ def compare(checkpoint: str, out_dir: str, prompts: Sequence[str] = PROMPTS) -> 
     hf64 = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float64).eval()
     rows = []
     for prompt in prompts:
-        ids = prompt_token_ids(tok, {"prompt": prompt, "domain": "chat"})
+        ids = chat_prompt_ids(tok, prompt)
         mine = np.asarray(forward(ours.config, ours.params, jnp.asarray([ids]), mode="causal"), np.float64)
         with torch.no_grad():
             r32 = hf32(torch.tensor([ids])).logits.double().numpy()

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from opdlm_jax.checkpoints.loading import load_model
-from opdlm_jax.data.chat_format import prompt_token_ids
+from opdlm_jax.data.chat_format import chat_prompt_ids
 from opdlm_jax.decoding import SamplerConfig
 from opdlm_jax.decoding.api import generate_ar, generate_diffusion
 from opdlm_jax.decoding.batching import left_pad
@@ -94,7 +94,7 @@ def main(argv=None) -> None:
     teacher_params = jax.device_put(model.params)
     config = model.config.replace(dtype=args.dtype)
     student_params = jax.tree.map(jnp.copy, teacher_params)
-    encode = lambda p: prompt_token_ids(model.tokenizer, {"prompt": p, "domain": "chat"})  # noqa: E731
+    encode = lambda p: chat_prompt_ids(model.tokenizer, p)  # noqa: E731
     train_prompts, heldout = smoke_prompts(args.seed)
     train_ids, heldout_ids = [encode(p) for p in train_prompts], [encode(p) for p in heldout]
     stop = model.stop_token_ids

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Sequence
 
-from opdlm_jax.data.chat_format import prompt_token_ids
+from opdlm_jax.data.chat_format import chat_prompt_ids
 from opdlm_jax.decoding.config import ALIGNMENTS, SamplerConfig
 from opdlm_jax.decoding.strategies import STRATEGIES
 from opdlm_jax.decoding.sampling import SamplingParams
@@ -94,7 +94,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 def encode(model, prompt: str, chat: bool) -> list[int]:
     if chat:  # formatted as training formats a chat record (no suffix)
-        return prompt_token_ids(model.tokenizer, {"prompt": prompt, "domain": "chat"})
+        return chat_prompt_ids(model.tokenizer, prompt)
     return list(model.tokenizer.encode(prompt, add_special_tokens=False))
 
 
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:
     model = load(args)
     if args.mode == "diffusion" and model.mask_token_id is None:
         raise ValueError("diffusion decoding needs a mask token; the tokenizer has none")
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    pad_id = model.pad_id
     for prompt in prompts:
         ids = encode(model, prompt, args.chat)
         if args.mode == "ar":

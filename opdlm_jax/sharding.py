@@ -230,6 +230,11 @@ def param_shardings(config: ModelConfig, mesh: Mesh, rules: Rules = RULES) -> An
     return logical_to_sharding(logical_axes(config), mesh, rules, shapes=param_shapes(config))
 
 
+def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs of `tree`'s arrays carrying `shardings` (restore and AOT targets)."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
 def _put(x: Any, sharding: NamedSharding) -> jax.Array:
     if sharding.is_fully_addressable:
         return jax.device_put(x, sharding)

@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from opdlm_jax.data.chat_format import prompt_token_ids
+from opdlm_jax.data.chat_format import chat_prompt_ids
 from opdlm_jax.decoding import SamplerConfig
 from opdlm_jax.decoding.api import generate_ar, generate_diffusion
 from opdlm_jax.decoding.sampling import SamplingParams
@@ -20,7 +20,7 @@ def smollm2():
 
 def test_block_size_one_shifted_greedy_equals_ar(smollm2):
     m = smollm2
-    prompts = [prompt_token_ids(m.tokenizer, {"prompt": q, "domain": "chat"})
+    prompts = [chat_prompt_ids(m.tokenizer, q)
                for q in ("What is the capital of France?", "Name a fruit.")]
     ar = generate_ar(m.config, m.params, prompts, sampling=SamplingParams(greedy=True), max_new_tokens=24,
                      stop_ids=m.stop_token_ids, pad_id=0, banned_ids=(m.mask_token_id,))

@@ -127,7 +127,7 @@ def test_checkpoint_from_8_devices_restores_on_1_and_4(assets, tmp_path):
     devices, each array resharded to its target, with the saved values bit for bit."""
     from opdlm_jax.checkpoints.loading import load_model
     from opdlm_jax.checkpoints.orbax import restore_params
-    from opdlm_jax.sharding import make_mesh, param_shardings
+    from opdlm_jax.sharding import abstract_with_shardings, make_mesh, param_shardings
     from opdlm_jax.train import loop
 
     config = tiny_config(assets, steps=2)
@@ -138,8 +138,7 @@ def test_checkpoint_from_8_devices_restores_on_1_and_4(assets, tmp_path):
     model = load_model(str(assets[0]), scan_layers=True)
     for n in (1, 4):
         mesh = make_mesh(data=-1, fsdp=1, tensor=2 if n >= 2 else 1, devices=jax.devices()[:n])
-        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), model.params,
-                                param_shardings(model.config, mesh))
+        abstract = abstract_with_shardings(model.params, param_shardings(model.config, mesh))
         params, meta = restore_params(workdir / "checkpoints", abstract)
         leaves = jax.tree.leaves(params)
         assert meta["step"] == 2 and len(leaves) == len(reference)

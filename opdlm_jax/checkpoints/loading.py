@@ -30,6 +30,12 @@ class LoadedModel:
     stop_token_ids: tuple[int, ...]
     mask_token_id: int | None
 
+    @property
+    def pad_id(self) -> int:
+        """The tokenizer's padding id, 0 when it has none (padding is never attended)."""
+        pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else 0
+
 
 def _load_hf_dir(path: Path, numerics: dict) -> tuple[ModelConfig, dict, Any, Any]:
     from opdlm_jax.checkpoints.hf import load_hf_checkpoint

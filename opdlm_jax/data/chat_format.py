@@ -128,6 +128,12 @@ def prompt_token_ids(tokenizer, record: Any, fmt: ChatFormat = ChatFormat()) -> 
     return [int(t) for t in ids]
 
 
+def chat_prompt_ids(tokenizer, text: str) -> list[int]:
+    """A plain user message as training formats a "chat" record (no suffix): for generate, demos
+    and benchmarks that take free text."""
+    return prompt_token_ids(tokenizer, PromptRecord(prompt=text, domain="chat"))
+
+
 def encode_record(tokenizer, record: Any, fmt: ChatFormat = ChatFormat()) -> Optional[list[int]]:
     """Templated token ids, or None when the prompt is too long and on_too_long="skip".
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from opdlm_jax.checkpoints.orbax import RunCheckpointer
 from opdlm_jax.decoding.batching import note_shape
+from opdlm_jax.sharding import abstract_with_shardings
 from opdlm_jax.train.batch_inputs import step_inputs
 from opdlm_jax.train.flops import full_step_flops, paper_flops
 from opdlm_jax.train.metrics_writer import MetricsWriter
@@ -101,7 +102,7 @@ def train(config, workdir: str | Path, eval_fn: EvalFn | None = None, setup: Set
         teacher_params = jax.device_put(teacher_params, setup.shardings["teacher"])
     start, totals = 0, {"tokens": 0.0, "paper_flops": 0.0, "full_flops": 0.0, "skipped_prompts": 0}
     abstract = (jax.eval_shape(lambda s: s, state) if setup.mesh is None else
-                _abstract_with_shardings(state, setup.shardings["state"]))
+                abstract_with_shardings(state, setup.shardings["state"]))
     restored = ckpt.restore(abstract.params, abstract.opt_state)
     if restored is not None:
         meta = restored["meta"]
@@ -199,10 +200,6 @@ def _lengths_by_domain(batch_in, lengths) -> dict:
 
 def _scalar_metrics(metrics: dict) -> dict:
     return {k: float(np.asarray(v)) for k, v in metrics.items() if np.asarray(v).ndim == 0}
-
-
-def _abstract_with_shardings(state, shardings):
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
 
 
 def _progress_line(m: dict) -> str:

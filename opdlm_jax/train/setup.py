@@ -41,8 +41,7 @@ class SpecialTokens:
 
     @classmethod
     def of_model(cls, model: LoadedModel) -> "SpecialTokens":
-        pad = model.tokenizer.pad_token_id
-        return cls(int(model.mask_token_id), int(pad) if pad is not None else 0, tuple(model.stop_token_ids))
+        return cls(int(model.mask_token_id), model.pad_id, tuple(model.stop_token_ids))
 
     @classmethod
     def of_config(cls, config: ModelConfig) -> "SpecialTokens":
