@@ -15,7 +15,7 @@ PACKAGE = ROOT / "opdlm_jax"
 
 # Top to bottom. The command-line modules (generate, export) sit on top of the library.
 LAYERS = ("cli", "train", "eval", "distill", "diffusion", "decoding", "checkpoints", "data", "sharding",
-          "models", "compilation_cache")
+          "models", "compilation_cache", "errors")
 _CLI_MODULES = ("generate", "export", "__init__")
 
 
@@ -72,7 +72,7 @@ def markdown() -> str:
     lines = ["Each package and what it imports (arrows only point down the list):", ""]
     for unit in LAYERS:
         targets = sorted(graph.get(unit, ()), key=LAYERS.index)
-        module = unit in ("sharding", "compilation_cache")
+        module = unit in ("sharding", "compilation_cache", "errors")
         name = "generate.py, export.py (CLIs)" if unit == "cli" else f"{unit}{'.py' if module else '/'}"
         lines.append(f"- `{name}` -> " + (", ".join(f"`{t}`" for t in targets) if targets else "nothing of ours"))
     return "\n".join(lines)

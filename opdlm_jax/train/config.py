@@ -6,6 +6,7 @@ from ml_collections import config_dict
 
 from opdlm_jax.decoding.batching import LADDERS
 from opdlm_jax.diffusion.loss import NORMALISATIONS
+from opdlm_jax.errors import BadInput
 
 METHODS = {
     # method: (rollout source, state selection, objective)
@@ -63,8 +64,8 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(BadInput):
+    """An invalid config value or combination (exit code 2)."""
 
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
