@@ -170,8 +170,34 @@ FAKE_GCLOUD = textwrap.dedent("""\
     """)
 
 
-def test_babysit_recreates_preempted_vm_and_restarts_failed_run(tmp_path):
-    """Preempted Spot VM -> delete, create, set up, start; the run fails once -> restart -> done."""
+@pytest.mark.parametrize("statuses,decision", [
+    ("rc=0,rc=0,rc=0,rc=0", "done"),
+    ("rc=0,running", "wait"),
+    ("running,running", "wait"),
+    ("rc=75,rc=75", "restart: worker-0 preempted (exit 75); worker-1 preempted (exit 75)"),
+    ("rc=75,running", "restart: worker-0 preempted (exit 75)"),
+    ("rc=0,dead", "restart: worker-1 vanished"),
+    ("rc=137,rc=0", "restart: worker-0 killed by signal 9 (exit 137)"),
+    ("rc=1,rc=0", "stop: worker-0 exit 1 (error)"),
+    ("rc=0,rc=2", "stop: worker-1 exit 2 (bad input)"),
+    ("rc=75,rc=1", "stop: worker-1 exit 1 (error)"),  # a failure wins over a preemption elsewhere
+    ("dead,rc=2", "stop: worker-1 exit 2 (bad input)"),
+    ("rc=3", "stop: worker-0 exit 3"),
+])
+def test_babysit_decision_table(statuses, decision, no_gcloud):
+    """Exit codes of opdlm_jax/errors.py: 0 done, 75 / killed / vanished restart, 1 / 2 stop."""
+    out = run_script("babysit.sh", "--dry-run", "--worker-status", statuses, env=no_gcloud).stdout
+    assert out.strip() == decision
+
+
+def test_babysit_worker_status_needs_dry_run(no_gcloud):
+    proc = run_script("babysit.sh", "--worker-status", "rc=0", env=no_gcloud, check=False)
+    assert proc.returncode != 0 and "--worker-status is a --dry-run option" in proc.stderr
+
+
+def test_babysit_recreates_preempted_vm_and_restarts_preempted_run(tmp_path):
+    """Preempted Spot VM -> delete, create, set up, start; the run is preempted once (exit 75)
+    -> restart -> done."""
     bin_dir, home, source = tmp_path / "bin", tmp_path / "home", tmp_path / "src"
     for d in (bin_dir, home, source):
         d.mkdir()
@@ -182,8 +208,8 @@ def test_babysit_recreates_preempted_vm_and_restarts_failed_run(tmp_path):
     state.write_text("PREEMPTED\n")
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_HOME=str(home), FAKE_STATE=str(state),
                FAKE_LOG=str(calls), TMPDIR=str(tmp_path))
-    # Fails (exit 3) on its first run and succeeds on the second, like a resumed trainer.
-    command = "if [ -f first-run-done ]; then echo resumed; else touch first-run-done; exit 3; fi"
+    # Preempted (exit 75) on its first run, finishes on the second, like a resumed trainer.
+    command = "if [ -f first-run-done ]; then echo resumed; else touch first-run-done; exit 75; fi"
     log = tmp_path / "babysit.log"
     proc = subprocess.run(["bash", str(TPU / "babysit.sh"), "--name", "opd", "--zone", "z", "--spot",
                            "--source", str(source), "--command", command, "--poll-seconds", "0",
@@ -193,13 +219,14 @@ def test_babysit_recreates_preempted_vm_and_restarts_failed_run(tmp_path):
     assert proc.returncode == 0, text + proc.stderr
     verbs = [line.split()[3] for line in calls.read_text().splitlines()]
     assert verbs[:4] == ["describe", "delete", "create", "scp"]
-    assert "run train failed: " in text and "restart 1 of 2" in text
+    assert "preempted (exit 75); restart 1 of 2" in text
     assert "finished on every worker" in text
     assert (home / "opdlm_jax" / "logs" / "train.rc").read_text().strip() == "0"
     assert "resumed" in (home / "opdlm_jax" / "logs" / "train.log").read_text()
 
 
-def test_babysit_gives_up_after_bounded_restarts(tmp_path):
+def _babysit_on_ready_vm(tmp_path, command: str, max_restarts: int = 1):
+    """babysit.sh against the fake gcloud with a READY VM -> (process, its log, the fake's calls)."""
     bin_dir, home = tmp_path / "bin", tmp_path / "home"
     bin_dir.mkdir()
     (home / "opdlm_jax").mkdir(parents=True)
@@ -210,9 +237,21 @@ def test_babysit_gives_up_after_bounded_restarts(tmp_path):
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_HOME=str(home), FAKE_STATE=str(state),
                FAKE_LOG=str(tmp_path / "calls"))
     log = tmp_path / "babysit.log"
-    proc = subprocess.run(["bash", str(TPU / "babysit.sh"), "--name", "opd", "--zone", "z", "--command", "exit 1",
-                           "--poll-seconds", "0", "--max-restarts", "1", "--log", str(log)],
+    proc = subprocess.run(["bash", str(TPU / "babysit.sh"), "--name", "opd", "--zone", "z", "--command", command,
+                           "--poll-seconds", "0", "--max-restarts", str(max_restarts), "--log", str(log)],
                           capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
-    text = log.read_text()
+    return proc, log.read_text(), (tmp_path / "calls").read_text()
+
+
+def test_babysit_gives_up_after_bounded_restarts(tmp_path):
+    proc, text, _ = _babysit_on_ready_vm(tmp_path, "exit 75")
     assert proc.returncode == 1
     assert "restart 1 of 1" in text and "giving up after 1 restarts" in text
+
+
+@pytest.mark.parametrize("code,meaning", [(1, "error"), (2, "bad input")])
+def test_babysit_stops_on_error_without_restarting(tmp_path, code, meaning):
+    proc, text, calls = _babysit_on_ready_vm(tmp_path, f"exit {code}", max_restarts=5)
+    assert proc.returncode == 1
+    assert f"exit {code} ({meaning}); not restarting" in text and "restart 1" not in text
+    assert sum("--background" in line or "setsid" in line for line in calls.splitlines()) == 1  # started once

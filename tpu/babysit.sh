@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Keep a training run alive on a (Spot) TPU VM: recreate the VM when it is preempted or gone,
-# restart the run when it dies; the trainer resumes from the latest checkpoint in its workdir.
+# restart the run when it was preempted or killed (the trainer resumes from the latest checkpoint
+# in its workdir); stop when it failed (exit 1 or 2: a restart would fail the same way).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR
@@ -11,14 +12,20 @@ usage() {
   cat <<'USAGE'
 Usage: tpu/babysit.sh --name NAME --zone ZONE --command 'CMD' [options]
 
-Loop until the run finishes (exit status 0 on every worker) or the restarts are used up:
+Loop until the run finishes (exit status 0 on every worker), fails, or the restarts are used up:
   1. `gcloud compute tpus tpu-vm describe` the TPU. Missing, PREEMPTED, TERMINATED, STOPPED or
      SUSPENDED: delete it (if there), recreate it (tpu/create_vm.sh) and install (tpu/setup.sh).
   2. Stop a previous run's process group, start CMD detached on all workers
      (tpu/run_all_workers.sh --background RUN: DIR/logs/RUN.{log,pid,rc} on each worker).
-  3. Every --poll-seconds, read every worker's status: all exited 0 -> done; one exited non-zero
-     or vanished, or the VM left READY -> restart from 1 (the trainer resumes from the latest
-     checkpoint in --workdir: it must live outside the VM, e.g. a gcsfuse-mounted bucket).
+  3. Every --poll-seconds, read every worker's status and decide (exit codes: opdlm_jax/errors.py):
+       any worker exited 1 (error) or 2 (bad input), or another code below 128
+                                   -> stop, exit 1 (a restart would fail the same way)
+       any worker exited 75 (preempted, state saved), was killed by a signal (code > 128) or
+       vanished, or the VM left READY -> restart from 1 (the trainer resumes from the latest
+                                      checkpoint in its workdir: it must live outside the VM,
+                                      e.g. a gcsfuse-mounted bucket)
+       some still running          -> wait
+       every worker exited 0       -> done, exit 0
 
 Options:
   --name NAME               TPU name (required)
@@ -38,12 +45,15 @@ Options:
   --poll-seconds S          seconds between status checks (default 300)
   --log FILE                append this script's log here (default babysit-NAME.log)
   --dry-run                 print the gcloud commands of one pass (VM missing) and exit
+  --worker-status LIST      with --dry-run: print the decision for these worker statuses and exit;
+                            LIST is comma-separated, each rc=N, running or dead
+                            (e.g. rc=0,rc=75); --name/--zone/--command are not needed
   -h, --help                this help
 USAGE
 }
 
 NAME="" ZONE="" CMD="" PROJECT="" TYPE="v5p-8" VERSION="" SPOT=0 REPO="" BRANCH="main" SOURCE=""
-BUCKET="" DIR="opdlm_jax" RUN_NAME="train" MAX_RESTARTS=20 POLL=300 LOG_FILE=""
+BUCKET="" DIR="opdlm_jax" RUN_NAME="train" MAX_RESTARTS=20 POLL=300 LOG_FILE="" WORKER_STATUS=""
 ENVS=()
 while (($#)); do
   case $1 in
@@ -65,10 +75,58 @@ while (($#)); do
     --poll-seconds) need_value "$1" $#; POLL=$2; shift 2 ;;
     --log) need_value "$1" $#; LOG_FILE=$2; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
+    --worker-status) need_value "$1" $#; WORKER_STATUS=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
 done
+# The decision for one poll. Input: one line per worker, "<host> rc=<code>", "<host> running" or
+# "<host> dead". Output: "done", "wait", "restart: <why>" or "stop: <why>"; a failure anywhere wins
+# over a preemption elsewhere (a human should look before the run is restarted).
+join() {
+  local out="" item
+  for item in "$@"; do out+="${out:+; }$item"; done
+  printf '%s' "$out"
+}
+
+decide() {
+  local host code n stop=() restart=() running=0 workers=0
+  while read -r host code; do
+    [[ -n $host ]] || continue
+    workers=$((workers + 1))
+    case $code in
+      running) running=1 ;;
+      rc=0) ;;
+      rc=75) restart+=("$host preempted (exit 75)") ;;
+      dead) restart+=("$host vanished") ;;
+      rc=*)
+        n=${code#rc=}
+        if [[ $n =~ ^[0-9]+$ ]] && ((n > 128)); then
+          restart+=("$host killed by signal $((n - 128)) (exit $n)")
+        else
+          case $n in 1) n="1 (error)" ;; 2) n="2 (bad input)" ;; esac
+          stop+=("$host exit $n")
+        fi ;;
+      *) restart+=("$host status '$code'") ;;
+    esac
+  done <<<"$1"
+  if ((${#stop[@]})); then echo "stop: $(join "${stop[@]}")"
+  elif ((${#restart[@]})); then echo "restart: $(join "${restart[@]}")"
+  elif ((workers == 0)); then echo "restart: no worker reported a status"
+  elif ((running)); then echo "wait"
+  else echo "done"; fi
+}
+
+if [[ -n $WORKER_STATUS ]]; then
+  ((DRY_RUN)) || die "--worker-status is a --dry-run option"
+  lines=""
+  i=0
+  IFS=, read -ra codes <<<"$WORKER_STATUS"
+  for code in "${codes[@]}"; do lines+="worker-$i $code"$'\n'; i=$((i + 1)); done
+  decide "$lines"
+  exit 0
+fi
+
 require --name "$NAME"
 require --zone "$ZONE"
 require --command "$CMD"
@@ -149,7 +207,7 @@ if ((DRY_RUN)); then
   stop_run
   start_run
   poll_run
-  log "dry run: then poll every ${POLL}s; on preemption or failure recreate/restart, at most $MAX_RESTARTS times"
+  log "dry run: then poll every ${POLL}s; on preemption (exit 75), a kill or a lost VM recreate/restart, at most $MAX_RESTARTS times; stop on exit 1 or 2"
   exit 0
 fi
 
@@ -185,13 +243,14 @@ while true; do
       continue
     fi
     restart_or_die "lost (VM ${state:-missing})"
-  elif grep -qE 'rc=[1-9][0-9]*|dead' <<<"$status"; then
-    restart_or_die "failed: $(tr '\n' ' ' <<<"$status")"
-  elif ! grep -q running <<<"$status" && grep -q 'rc=0' <<<"$status"; then
-    log "run $RUN_NAME finished on every worker: $(tr '\n' ' ' <<<"$status")"
-    exit 0
   else
     unreachable=0
-    log "running: $(tr '\n' ' ' <<<"$status")"
+    decision=$(decide "$status")
+    case $decision in
+      done) log "run $RUN_NAME finished on every worker: $(tr '\n' ' ' <<<"$status")"; exit 0 ;;
+      wait) log "running: $(tr '\n' ' ' <<<"$status")" ;;
+      restart:*) restart_or_die "${decision#restart: }" ;;
+      *) die "run $RUN_NAME ${decision}; not restarting (see logs/$RUN_NAME.log on the workers)" ;;
+    esac
   fi
 done

@@ -56,7 +56,8 @@ for kv in "${ENVS[@]}"; do
   PREFIX+=" && export $(shell_quote "$kv")"
 done
 if [[ -n $BACKGROUND ]]; then
-  INNER="$COMMAND; echo \$? > logs/$BACKGROUND.rc"
+  # A subshell, so that a command ending in `exit N` still has its code recorded.
+  INNER="($COMMAND); echo \$? > logs/$BACKGROUND.rc"
   REMOTE="$PREFIX && mkdir -p logs && rm -f logs/$BACKGROUND.rc && { setsid nohup bash -c $(shell_quote "$INNER") > logs/$BACKGROUND.log 2>&1 < /dev/null & echo \$! > logs/$BACKGROUND.pid; }"
 else
   REMOTE="$PREFIX && $COMMAND"
