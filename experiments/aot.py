@@ -37,8 +37,9 @@ Platforms:
        memory, so its temporaries are a rough upper bound; the fit check compares the total with
        the chip's HBM (or --hbm-gib) and reports "OOM (simulated)" when it is exceeded.
 
-Exit status: 0 every configuration fits, 2 at least one does not fit, 1 a compile failed for
-another reason (or timed out in --all-presets).
+Exit status: 0 every configuration fits, 3 at least one does not fit, 1 a compile failed for
+another reason (or timed out in --all-presets), 2 bad input (a flag, a config field, a mesh that
+does not fit the devices: one line `error: ...`; `--debug` shows the traceback).
 """
 from __future__ import annotations
 
@@ -53,6 +54,9 @@ import sys
 import time
 from typing import Any, Sequence
 
+from opdlm_jax.cli_errors import ArgumentParser, config_file_without_overrides, parse_flags, run_cli
+from opdlm_jax.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, BadInput  # noqa: F401 - EXIT_BAD_INPUT for callers
+
 GIB = 1024 ** 3
 
 # HBM per chip (GiB), as the chip generations are sold (one JAX device per chip; v4 and v5p in
@@ -61,7 +65,7 @@ CHIP_HBM_GIB = {"v4": 32.0, "v5e": 16.0, "v5p": 95.0, "v6e": 32.0, "tpu7x": 192.
 MEGACORE_CHIPS = ("v4", "v5p")
 QWEN3_PRESETS = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b")
 TINY = "tiny"  # a few-kB random architecture for smoke tests of this tool (not a real model)
-EXIT_OK, EXIT_ERROR, EXIT_OOM = 0, 1, 2
+EXIT_OOM = 3  # 2 is bad input, as for every entry point
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +214,7 @@ def chip_hbm_bytes(topology: str, override_gib: float | None = None) -> int:
         return int(override_gib * GIB)
     gen = chip_generation(topology)
     if gen not in CHIP_HBM_GIB:
-        raise ValueError(f"unknown TPU generation {gen!r} in topology {topology!r}; known: "
+        raise BadInput(f"unknown TPU generation {gen!r} in topology {topology!r}; known: "
                          f"{sorted(CHIP_HBM_GIB)} (or pass --hbm-gib)")
     return int(CHIP_HBM_GIB[gen] * GIB)
 
@@ -381,7 +385,7 @@ def run_aot(spec: AotSpec) -> AotReport:
     validate_config(config)
     shapes = spec.shapes()
     if shapes["prompt_len"] % shapes["block_size"]:
-        raise ValueError(f"prompt_len={shapes['prompt_len']} is not a multiple of block_size={shapes['block_size']}")
+        raise BadInput(f"prompt_len={shapes['prompt_len']} is not a multiple of block_size={shapes['block_size']}")
     student_config, teacher_config = model_configs(spec)
     step_cfg = spec.step_config(teacher_config)
     if spec.platform == "tpu":
@@ -389,9 +393,12 @@ def run_aot(spec: AotSpec) -> AotReport:
     elif spec.platform == "cpu":
         devices = cpu_devices(spec.cpu_devices)
     else:
-        raise ValueError(f"platform={spec.platform!r}: expected 'tpu' or 'cpu'")
+        raise BadInput(f"platform={spec.platform!r}: expected 'tpu' or 'cpu'")
     # No mesh (config.mesh.devices=1) is the trainer's one-device run: the same program on one chip.
-    mesh = run_mesh(config, devices) or make_mesh(1, 1, 1, devices=devices[:1])
+    try:
+        mesh = run_mesh(config, devices) or make_mesh(1, 1, 1, devices=devices[:1])
+    except ValueError as exc:  # config.mesh (or --mesh) does not fit the devices
+        raise BadInput(str(exc)) from exc
     hbm = chip_hbm_bytes(spec.topology, spec.hbm_gib)
 
     optimizer = make_optimizer(optimizer_config(config))
@@ -510,7 +517,7 @@ def parse_mesh(text: str) -> tuple[int, int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The tool's own flags; `--config FILE[:ARG]` and `--config.x=y` are left to ml_collections."""
-    p = argparse.ArgumentParser(prog="python -m experiments.aot", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m experiments.aot", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
                                 epilog="--config FILE[:ARG]  a training config, as experiments.main takes it; "
                                        "--config.x=y overrides any field of it (or of --preset's recipe), e.g. "
@@ -556,21 +563,24 @@ def load_config(config_argv: Sequence[str], preset: str | None = None):
 
     argv = ["experiments.aot", *config_argv]
     values = flags.FlagValues()  # a private flag registry: main() may run several times per process
-    try:  # ml_collections may apply the overrides already when the flag is defined
-        if _has_config_file(config_argv):
+    from_file = _has_config_file(config_argv)
+
+    def parse():  # ml_collections may apply the overrides already when the flag is defined
+        if from_file:
             config_flags.DEFINE_config_file("config", None, flag_values=values, sys_argv=argv)
         else:
             config_flags.DEFINE_config_dict("config", recipe(preset or "qwen3-0.6b"), flag_values=values,
                                             sys_argv=argv)
-        rest = values(argv)
-    except (flags.Error, AttributeError, KeyError) as exc:  # an unknown flag or config field
-        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+        return values(argv)
+
+    base = (lambda: config_file_without_overrides(argv)) if from_file else (lambda: recipe(preset or "qwen3-0.6b"))
+    rest = parse_flags(parse, argv, base)
     if len(rest) > 1:
-        raise ValueError(f"unexpected arguments: {' '.join(rest[1:])}")
+        raise BadInput(f"unexpected arguments: {' '.join(rest[1:])}")
     config = values.config
     if config.get("experiment", "train") != "train":  # a multi-run experiment: plan its training runs
         if "train" not in config:
-            raise ValueError(f"config experiment={config.experiment!r} has no training config to plan")
+            raise BadInput(f"config experiment={config.experiment!r} has no training config to plan")
         config = config.train
     return config
 
@@ -642,7 +652,11 @@ def _exit_code(statuses: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The command line: bad input is one line `error: ...` and exit 2 (`--debug`: traceback)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args, config_argv = parser.parse_known_args(argv)
     if args.preset and _has_config_file(config_argv):
@@ -668,11 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     if args.platform == "tpu":
         os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-    try:
-        report = run_aot(spec_from_args(args, config_argv))
-    except (RuntimeError, ValueError) as exc:  # no libtpu, a bad config, mesh or shape: one clear line
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    report = run_aot(spec_from_args(args, config_argv))
     _print(report, args.json)
     if args.markdown:
         print(table([report]))

@@ -6,6 +6,28 @@ from pathlib import Path
 
 from opdlm_jax.data.chat_format import ChatFormat, chat_format_from_config, prompt_token_ids
 from opdlm_jax.data.prompt_records import read_prompt_records
+from opdlm_jax.errors import BadInput
+
+
+EXPERIMENTS = ("train", "demo", "sweep")
+
+
+def validate(experiment: str, config) -> None:
+    """What a multi-run experiment reads exists, before its workdir is created (BadInput)."""
+    if experiment not in EXPERIMENTS:
+        raise BadInput(f"unknown experiment {experiment!r}; expected one of {', '.join(EXPERIMENTS)}")
+    if experiment == "sweep":
+        from opdlm_jax.checkpoints.loading import resolve_model
+
+        if not Path(config.prompts).is_file():
+            raise BadInput(f"prompts={config.prompts!r}: prompt file not found")
+        if config.run_dir and not Path(config.run_dir).is_dir():
+            raise BadInput(f"run_dir={config.run_dir!r}: no such run directory")
+        if not config.run_dir:
+            try:
+                resolve_model(config.model)
+            except FileNotFoundError as e:
+                raise BadInput(f"model={config.model!r}: {e}") from e
 
 
 def run(experiment: str, config, workdir: Path) -> None:
@@ -17,7 +39,7 @@ def run(experiment: str, config, workdir: Path) -> None:
     if experiment == "sweep":
         run_sweep(config, workdir)
         return
-    raise ValueError(f"unknown experiment {experiment!r}; expected 'train', 'demo' or 'sweep'")
+    raise BadInput(f"unknown experiment {experiment!r}; expected one of {', '.join(EXPERIMENTS)}")
 
 
 def run_sweep(config, workdir: Path) -> None:

@@ -14,6 +14,8 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from opdlm_jax.cli_errors import ArgumentParser, run_cli
+
 
 def export_run(checkpoint: str, out: str, step: int | None = None) -> Path:
     from opdlm_jax.checkpoints.hf import save_hf_checkpoint
@@ -24,19 +26,23 @@ def export_run(checkpoint: str, out: str, step: int | None = None) -> Path:
     return save_hf_checkpoint(model.config, params, out, tokenizer=model.tokenizer)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="opdlm-export", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="opdlm-export", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="a training workdir (or its checkpoints folder)")
     p.add_argument("--out", required=True, help="the HF directory to write")
     p.add_argument("--step", type=int, default=None, help="a given step (default: the latest)")
-    args = p.parse_args(argv)
-    try:
-        path = export_run(args.checkpoint, args.out, args.step)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
+    return p
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    print(f"wrote {export_run(args.checkpoint, args.out, args.step)}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: bad input is one line `error: ...` and exit 2 (`--debug`: traceback)."""
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

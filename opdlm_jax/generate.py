@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
+from opdlm_jax.cli_errors import ArgumentParser, run_cli
 from opdlm_jax.data.chat_format import chat_prompt_ids
 from opdlm_jax.decoding.config import ALIGNMENTS, SamplerConfig
 from opdlm_jax.decoding.strategies import STRATEGIES
 from opdlm_jax.decoding.sampling import SamplingParams
+from opdlm_jax.errors import BadInput
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="opdlm-generate", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="opdlm-generate", description=__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="HF directory, .gguf file or preset name (e.g. smollm2-135m)")
     src.add_argument("--checkpoint", help="Orbax run directory of a training run (latest step)")
@@ -45,20 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate(args: argparse.Namespace) -> tuple[SamplerConfig, SamplingParams]:
-    """Turn arguments into settings; raise ValueError with a one-line reason."""
+    """Turn arguments into settings; raise BadInput with a one-line reason."""
     if args.strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {args.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        raise BadInput(f"unknown strategy {args.strategy!r}; choose from {', '.join(STRATEGIES)}")
     if args.alignment not in ALIGNMENTS:
-        raise ValueError(f"unknown alignment {args.alignment!r}; choose from {', '.join(ALIGNMENTS)}")
+        raise BadInput(f"unknown alignment {args.alignment!r}; choose from {', '.join(ALIGNMENTS)}")
     if not 0.0 <= args.threshold <= 1.0:
-        raise ValueError(f"--threshold {args.threshold} is outside [0, 1]")
+        raise BadInput(f"--threshold {args.threshold} is outside [0, 1]")
     if args.block_size < 1:
-        raise ValueError(f"--block-size {args.block_size} must be >= 1")
+        raise BadInput(f"--block-size {args.block_size} must be >= 1")
     if args.mode == "diffusion" and args.max_new_tokens % args.block_size:
-        raise ValueError(f"--block-size {args.block_size} does not divide --max-new-tokens "
+        raise BadInput(f"--block-size {args.block_size} does not divide --max-new-tokens "
                          f"{args.max_new_tokens}")
     if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be >= 1")
+        raise BadInput(f"--max-new-tokens {args.max_new_tokens} must be >= 1")
     sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               greedy=args.temperature == 0)
     steps = args.steps_per_block or args.block_size
@@ -85,10 +88,12 @@ def load(args: argparse.Namespace):
 def read_prompts(args: argparse.Namespace) -> list[str]:
     if args.prompt:
         return list(args.prompt)
+    if not os.path.isfile(args.prompt_file):
+        raise BadInput(f"--prompt-file {args.prompt_file}: no such file")
     with open(args.prompt_file, encoding="utf-8") as f:
         prompts = [line.rstrip("\n") for line in f if line.strip()]
     if not prompts:
-        raise ValueError(f"--prompt-file {args.prompt_file} holds no prompt")
+        raise BadInput(f"--prompt-file {args.prompt_file} holds no prompt")
     return prompts
 
 
@@ -125,7 +130,7 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:
     prompts = read_prompts(args)
     model = load(args)
     if args.mode == "diffusion" and model.mask_token_id is None:
-        raise ValueError("diffusion decoding needs a mask token; the tokenizer has none")
+        raise BadInput("diffusion decoding needs a mask token; the tokenizer has none")
     pad_id = model.pad_id
     for prompt in prompts:
         ids = encode(model, prompt, args.chat)
@@ -154,17 +159,17 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     from opdlm_jax.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache()  # the second generate loads its decoder from disk instead of compiling
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: bad input is one line `error: ...` and exit 2 (`--debug`: traceback)."""
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -79,17 +79,50 @@ class GGUFFile:
     reader: Any  # gguf.GGUFReader
 
 
-def open_gguf(path: str | os.PathLike) -> GGUFFile:
-    """Open `path` with `gguf.GGUFReader`; errors name the file."""
+def _tensor_data_end(start: int, tensor_infos: list) -> int:
+    """The byte where the last tensor's data ends, from the tensor infos (no data touched)."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    end = start
+    for info in tensor_infos:
+        _, _, _, dims, raw_type, offset = info.parts
+        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(int(raw_type[0]))]
+        end = max(end, start + int(offset[0]) + int(np.prod(dims)) * type_size // block)
+    return end
+
+
+def _reader(path: str):
+    """gguf.GGUFReader that checks the file holds every tensor's bytes before slicing them (the
+    plain reader says "cannot reshape" about a truncated file)."""
     from gguf import GGUFReader
 
+    class CheckedReader(GGUFReader):
+        def _build_tensors(self, start_offs, fields):
+            try:
+                expected = _tensor_data_end(start_offs, fields)
+            except Exception:  # noqa: BLE001 - an unknown type or layout: the reader reports it
+                expected = 0
+            if expected > len(self.data):
+                raise GGUFError(f"{path} is truncated: expected {expected} bytes, found {len(self.data)} "
+                                "(an interrupted download or copy?)")
+            super()._build_tensors(start_offs, fields)
+
+    return CheckedReader(path, "r")
+
+
+def open_gguf(path: str | os.PathLike) -> GGUFFile:
+    """Open `path` with `gguf.GGUFReader`; errors name the file."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"GGUF file not found: {path}")
     if os.path.isdir(path):
         raise GGUFError(f"{path} is a directory, not a GGUF file")
     try:
-        return GGUFFile(path, GGUFReader(path, "r"))
+        return GGUFFile(path, _reader(path))
+    except GGUFError:
+        raise
+    except IndexError as e:  # the reader ran off the end of the metadata
+        raise GGUFError(f"{path} is truncated: its header ends early ({os.path.getsize(path)} bytes)") from e
     except Exception as e:  # bad magic, truncated header, unknown value type, empty file, ...
         raise GGUFError(f"{path} is not a valid GGUF file ({type(e).__name__}: {e})") from e
 

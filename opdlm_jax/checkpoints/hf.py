@@ -106,7 +106,12 @@ def load_hf_checkpoint(path: str | os.PathLike, **numerics) -> tuple[ModelConfig
     config_file = path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"no config.json in {path}")
-    config = config_from_hf(_read_json(config_file), **numerics)
+    try:
+        config = config_from_hf(_read_json(config_file), **numerics)
+    except CheckpointError:
+        raise
+    except ValueError as e:  # an architecture or feature we do not implement
+        raise CheckpointError(f"{config_file}: {e}") from e
     files = _weight_files(path)
     with contextlib.ExitStack() as stack:
         reader = _SafetensorsReader(files, stack)

@@ -18,13 +18,15 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from opdlm_jax.errors import BadInput
 from opdlm_jax.models.config import ModelConfig, freeze_rope_scaling
 from opdlm_jax.models.forward import init_params
 from opdlm_jax.models.rope import SUPPORTED_ROPE_TYPES
 
 
-class CheckpointError(ValueError):
-    """A checkpoint whose contents do not fit the model (missing, extra or misshapen tensors...)."""
+class CheckpointError(BadInput):
+    """A checkpoint whose contents do not fit the model (missing, extra or misshapen tensors...):
+    bad input, exit code 2 at the command line."""
 
 
 # ---------------------------------------------------------------------------------------------

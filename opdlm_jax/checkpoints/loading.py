@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from opdlm_jax.checkpoints import presets
-from opdlm_jax.checkpoints.tokenizer import ensure_mask_token, stop_token_ids
+from opdlm_jax.checkpoints.tokenizer import ensure_mask_token, require_tokenizer_files, stop_token_ids
+from opdlm_jax.errors import BadInput
 from opdlm_jax.models.config import ModelConfig
 
 # Fields a checkpoint directory must agree on with the preset it is loaded under.
@@ -41,6 +42,7 @@ def _load_hf_dir(path: Path, numerics: dict) -> tuple[ModelConfig, dict, Any, An
     from opdlm_jax.checkpoints.hf import load_hf_checkpoint
     from opdlm_jax.checkpoints.tokenizer import load_hf_tokenizer
 
+    require_tokenizer_files(path)  # before the weights: seconds, not minutes, to a missing file
     config, params = load_hf_checkpoint(path, **numerics)
     generation_config = None
     if (path / "generation_config.json").is_file():
@@ -63,7 +65,19 @@ def _check_architecture(preset: presets.Preset, config: ModelConfig, where: Path
             if getattr(config, f) != getattr(preset.config, f)}
     if diff:
         shown = ", ".join(f"{f}={got} (preset: {want})" for f, (got, want) in diff.items())
-        raise ValueError(f"checkpoint {where} does not match preset {preset.name!r}: {shown}")
+        raise BadInput(f"checkpoint {where} does not match preset {preset.name!r}: {shown}")
+
+
+def resolve_model(path_or_preset: str | os.PathLike, checkpoint_dir: str | os.PathLike | None = None,
+                  ) -> tuple[Path, presets.Preset | None]:
+    """(the file or directory to load, its preset) without loading anything; a missing path, an
+    architecture-only preset without weights or a directory without a tokenizer fail here."""
+    path, preset = _resolve(path_or_preset, checkpoint_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    if path.is_dir():
+        require_tokenizer_files(path)
+    return path, preset
 
 
 def _resolve(path_or_preset: str | os.PathLike, checkpoint_dir: str | os.PathLike | None,
@@ -75,9 +89,9 @@ def _resolve(path_or_preset: str | os.PathLike, checkpoint_dir: str | os.PathLik
             return Path(checkpoint_dir), preset
         if preset.embedded:
             return presets.smollm2_gguf_path(), preset
-        raise ValueError(presets.weights_hint(preset))
+        raise BadInput(presets.weights_hint(preset))
     if checkpoint_dir is not None:
-        raise ValueError(f"checkpoint_dir is only meaningful with a preset name, got {name!r}")
+        raise BadInput(f"checkpoint_dir is only meaningful with a preset name, got {name!r}")
     path = Path(name)
     if not path.exists():
         raise FileNotFoundError(f"{name}: no such file or directory, and not a preset name "

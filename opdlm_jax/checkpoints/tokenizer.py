@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from opdlm_jax.checkpoints.gguf import GGUFTokenizerInfo, read_tokenizer_info
+from opdlm_jax.errors import BadInput
 from opdlm_jax.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ MASK_TOKEN = "<|mask|>"
 _EXISTING_MASK_NAMES = ("<|MASK|>", "<|mask|>")
 # End-of-turn markers of common chat templates (ChatML, Llama 3, Gemma, Phi-3).
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+# Any one of these makes a directory loadable by AutoTokenizer (fast, sentencepiece, BPE, WordPiece).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
 
 _CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
 _GPT2_PRES = ("default", "gpt2", "gpt-2", "mpt", "olmo")
@@ -124,14 +128,23 @@ def load_gguf_tokenizer(path: str | os.PathLike):
     return tokenizer_from_gguf(read_tokenizer_info(path))
 
 
+def require_tokenizer_files(path: str | os.PathLike) -> None:
+    """Fail with one clear line when a model directory holds no tokenizer (transformers would
+    fail deep inside AutoTokenizer, or try the network)."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"tokenizer directory not found: {path}")
+    if not any(os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES):
+        raise BadInput(f"model directory {path} has no tokenizer files (looked for "
+                       f"{', '.join(TOKENIZER_FILES)}); copy the tokenizer of the checkpoint there")
+
+
 def load_hf_tokenizer(path: str | os.PathLike):
     """`AutoTokenizer` from a local HF checkpoint directory (never touches the network)."""
     from transformers import AutoTokenizer
 
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"tokenizer directory not found: {path}")
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    require_tokenizer_files(path)
+    return AutoTokenizer.from_pretrained(os.fspath(path), local_files_only=True)
 
 
 def _vocab_id(tokenizer, token: str) -> int | None:

@@ -2,9 +2,9 @@
 
 Files are JSONL (one JSON object a line, blank lines skipped) or Parquet (columns `prompt`,
 `domain`, optional `answer`; read with pyarrow). Other keys/columns are ignored. Every problem is
-raised as a `PromptDataError` (a `ValueError`) whose message names the file and the record:
-an empty set, a missing field, a wrong type, an empty prompt, a domain outside the allowed set,
-bad JSON.
+raised as a `PromptDataError` (a `BadInput`, so a `ValueError`) whose message names the file and
+the record: an empty set, a missing field, a wrong type, an empty prompt, a domain outside the
+allowed set, bad JSON.
 
 Domains are free strings (the paper uses math / code / science / chat, the demo set math / chat /
 continuation); pass `allowed_domains` to restrict them. `require_answer_for` names domains whose
@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Optional, Sequence, Union
 
+from opdlm_jax.errors import BadInput
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -26,8 +28,9 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 REQUIRED_FIELDS = ("prompt", "domain")
 
 
-class PromptDataError(ValueError):
-    """A prompt set that cannot be used as it is; the message names the file and the record."""
+class PromptDataError(BadInput):
+    """A prompt set that cannot be used as it is; the message names the file and the record
+    (bad input: exit code 2 at the command line)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """The trainer's configuration (ml_collections), its defaults and start-up validation."""
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -16,6 +19,10 @@ METHODS = {
     "sft": ("teacher", "random", "bd3lm"),  # BD3LM loss on teacher responses (Tables 10-11)
     "corpus": ("given", "random", "bd3lm"),  # BD3LM loss on a text corpus (SDAR-style)
 }
+PROMPT_METHODS = ("opdlm", "opdlm_off", "off_policy", "sft")  # methods that read data.train
+# How to make a prompt file a config names by default (experiments/configs/common.py's recipe).
+_MAKE_FILE = {"opdlm_prompts.jsonl": "python -m experiments.data.prepare_recipe --src <opdlm_train.json> "
+                                     "--out {path}"}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -68,8 +75,30 @@ class ConfigError(BadInput):
     """An invalid config value or combination (exit code 2)."""
 
 
-def validate_config(c: ml_collections.ConfigDict) -> None:
-    """Reject invalid combinations at start-up, naming the fields."""
+def validate_config(c: ml_collections.ConfigDict, *, check_files: bool = False) -> None:
+    """Reject invalid values and combinations at start-up, naming the fields. check_files: also
+    the inputs (`check_input_files`), for a run about to start (not for AOT planning)."""
+    _check_numbers(c)
+    _check_combinations(c)
+    if check_files:
+        check_input_files(c)
+
+
+def _check_numbers(c: ml_collections.ConfigDict) -> None:
+    for field in ("batch_size", "minibatch_size", "steps"):
+        if c[field] < 1:
+            raise ConfigError(f"{field}={c[field]} must be >= 1")
+    o = c.optimizer
+    if not (math.isfinite(o.learning_rate) and o.learning_rate > 0):
+        raise ConfigError(f"optimizer.learning_rate={o.learning_rate} must be finite and > 0")
+    # The schedule may decay to zero, never below.
+    if not (math.isfinite(o.end_learning_rate) and o.end_learning_rate >= 0):
+        raise ConfigError(f"optimizer.end_learning_rate={o.end_learning_rate} must be finite and >= 0")
+    if not (math.isfinite(o.clip_norm) and o.clip_norm > 0):
+        raise ConfigError(f"optimizer.clip_norm={o.clip_norm} must be finite and > 0")
+
+
+def _check_combinations(c: ml_collections.ConfigDict) -> None:
     if c.method not in METHODS:
         raise ConfigError(f"method={c.method!r}: expected one of {sorted(METHODS)}")
     b = c.rollout.block_size
@@ -94,7 +123,26 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"rollout.threshold={c.rollout.threshold} is outside [0, 1]")
     if c.data.prompt_ladder not in LADDERS:
         raise ConfigError(f"data.prompt_ladder={c.data.prompt_ladder!r}: expected one of {LADDERS}")
-    if c.method in ("opdlm", "opdlm_off", "off_policy", "sft") and not c.data.train:
+    if c.method in PROMPT_METHODS and not c.data.train:
         raise ConfigError(f"method={c.method!r} needs data.train (a prompt file)")
-    if c.steps < 1:
-        raise ConfigError(f"steps={c.steps} must be >= 1")
+
+
+def check_input_files(c: ml_collections.ConfigDict) -> None:
+    """The prompt files and models the run reads exist (before anything is created or loaded)."""
+    from opdlm_jax.checkpoints.loading import resolve_model
+
+    files = [("data.train", c.data.train)] if c.method in PROMPT_METHODS else []
+    files += [("data.heldout", c.data.heldout)] if c.data.get("heldout") else []
+    for field, path in files:
+        if not Path(path).is_file():
+            make = _MAKE_FILE.get(Path(path).name)
+            hint = f"; make it with: {make.format(path=path)}" if make else ""
+            raise ConfigError(f"{field}={path!r}: prompt file not found{hint}")
+    models = [("teacher", c.teacher, c.teacher_dir or None)]
+    if c.student and c.student != c.teacher:
+        models.append(("student", c.student, None))
+    for field, name, checkpoint_dir in models:
+        try:
+            resolve_model(name, checkpoint_dir)
+        except (BadInput, FileNotFoundError) as e:
+            raise ConfigError(f"{field}={name!r}: {e}") from e
