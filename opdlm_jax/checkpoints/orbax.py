@@ -1,15 +1,18 @@
-"""Orbax checkpoints of a training run: atomic, asynchronous, keep-N, exact resume.
+"""Orbax checkpoints of a training run: atomic, verified, asynchronous, keep-N, exact resume.
 
 A checkpoint holds four items: `params` and `opt_state` (sharded arrays, restorable onto any
 mesh by passing abstract arrays with the target shardings), `data` (the prompt iterator's state)
-and `meta` (step, seed, curriculum position, the model's source and config). Params live in their
-own item so that decoding and export restore them without the optimizer state.
+and `meta` (step, seed, curriculum position, the model's source and config, and a fingerprint of
+every array leaf). Params live in their own item so that decoding and export restore them
+without the optimizer state.
 
 Checkpoint ids count RL steps (rollout batches); `meta["opt_step"]` counts optimizer updates.
 Orbax writes each step into a temporary directory and renames it when complete, so a crash or
-SIGKILL mid-save leaves the previous checkpoints untouched. A latest checkpoint that is
-nevertheless unreadable (truncated or corrupted files) is skipped with a warning and the one
-before it is used.
+SIGKILL mid-save leaves the previous checkpoints untouched. A state with a NaN or inf is never
+saved. On restore every leaf is checked against its fingerprint (`checkpoints.integrity`): a
+checkpoint that fails to read or to verify is corrupt. Corrupt checkpoints newer than the newest
+good one are moved aside to `<dir>_corrupt/` (never deleted) so the run re-saves those steps
+cleanly; when no checkpoint is usable, nothing is touched and the run stops.
 
 This module stores plain pytrees (params, optimizer state) and JSON items; it knows nothing of the
 trainer, so loading a run for decoding or export needs no training code.
@@ -18,31 +21,71 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from opdlm_jax.checkpoints.integrity import fingerprint, mismatched_leaves
+from opdlm_jax.errors import RunStopped
 
 log = logging.getLogger(__name__)
+ITEMS = ("params", "opt_state", "data", "meta")
+
+
+class CorruptCheckpoint(RuntimeError):
+    """A checkpoint that cannot be read or whose arrays differ from the fingerprints saved with it."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
+def verify_item(meta: dict, name: str, tree: Any, where: str) -> None:
+    """Raise CorruptCheckpoint when `tree` (item `name`) differs from the fingerprints in `meta`.
+
+    Checkpoints written before fingerprints existed have none: they are accepted with a warning."""
+    expected = meta.get("fingerprints", {}).get(name)
+    if expected is None:
+        log.warning("%s has no fingerprint for %s (an older checkpoint): not verified", where, name)
+        return
+    bad = mismatched_leaves(expected, tree)
+    if bad:
+        raise CorruptCheckpoint(f"{where}: {len(bad)} leaf/leaves of {name} differ from the saved "
+                                f"fingerprint, e.g. {bad[0]}")
 
 
 class RunCheckpointer:
     def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3, async_save: bool = True):
-        self.directory = Path(directory).absolute()
+        self.directory = epath.Path(directory)
+        if not _is_remote(self.directory):
+            self.directory = epath.Path(Path(directory).absolute())
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=async_save)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("params", "opt_state", "data", "meta"))
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+    @property
+    def corrupt_directory(self) -> epath.Path:
+        return self.directory.parent / f"{self.directory.name}_corrupt"
 
     def save(self, step: int, params: Any, opt_state: Any, data_state: dict, meta: dict, *,
              force: bool = True) -> None:
         """Checkpoint after `step` RL steps (the id of the checkpoint); asynchronous when enabled.
 
-        meta: JSON-serialisable run facts (the trainer puts the optimizer step count there)."""
+        meta: JSON-serialisable run facts (the trainer puts the optimizer step count there). The
+        fingerprints of params and opt_state are added here; a non-finite state is refused."""
+        params_print, params_finite = fingerprint(params)
+        opt_print, opt_finite = fingerprint(opt_state)
+        if not (params_finite and opt_finite):
+            raise RunStopped(f"refusing to checkpoint step {step}: the state holds NaN or inf")
+        meta = dict(meta, step=step, fingerprints={"params": params_print, "opt_state": opt_print})
         self.manager.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-            data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(dict(meta, step=step))), force=force)
+            data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)), force=force)
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -51,24 +94,75 @@ class RunCheckpointer:
         steps = self.steps()
         return steps[-1] if steps else None
 
-    def restore(self, abstract_params: Any, abstract_opt_state: Any, step: int | None = None):
-        """-> dict(params, opt_state, data, meta) of `step` (default: the latest readable one), or
-        None when there is none. The abstract trees give shapes, dtypes and target shardings."""
-        candidates = [step] if step is not None else list(reversed(self.steps()))
-        for i, s in enumerate(candidates):
+    def read_meta(self, step: int) -> dict:
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore_verified(self, step: int, abstract_params: Any, abstract_opt_state: Any) -> dict:
+        """-> dict(params, opt_state, data, meta) of `step`; CorruptCheckpoint when it does not read
+        or does not match its fingerprints."""
+        where = f"checkpoint step {step} in {self.directory}"
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract_params),
+                opt_state=ocp.args.StandardRestore(abstract_opt_state),
+                data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001 - whatever fails to read is a corrupt checkpoint
+            raise CorruptCheckpoint(f"{where} is unreadable ({_first_line(e)})") from e
+        restored = {name: restored[name] for name in ITEMS}
+        for name in ("params", "opt_state"):
+            verify_item(restored["meta"], name, restored[name], where)
+        return restored
+
+    def restore(self, abstract_params: Any, abstract_opt_state: Any) -> dict | None:
+        """The newest checkpoint that reads and verifies -> dict(params, opt_state, data, meta), or
+        None when there is no checkpoint. Corrupt checkpoints newer than it are moved aside; when
+        every checkpoint is corrupt, RunStopped is raised and nothing is moved."""
+        steps = self.steps()
+        corrupt: list[tuple[int, str]] = []
+        for step in reversed(steps):
             try:
-                restored = self.manager.restore(s, args=ocp.args.Composite(
-                    params=ocp.args.StandardRestore(abstract_params),
-                    opt_state=ocp.args.StandardRestore(abstract_opt_state),
-                    data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
-            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back
-                if step is not None:
-                    raise RuntimeError(f"checkpoint step {s} in {self.directory} is unreadable: {e}") from e
-                log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying the previous one",
-                            s, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
+                restored = self.restore_verified(step, abstract_params, abstract_opt_state)
+            except CorruptCheckpoint as e:
+                log.warning("%s", e)
+                corrupt.append((step, str(e)))
                 continue
-            return {name: restored[name] for name in ("params", "opt_state", "data", "meta")}
+            if corrupt:
+                self.move_aside([s for s, _ in corrupt])
+            return restored
+        if not steps:
+            return None
+        reasons = "\n  ".join(reason for _, reason in corrupt)
+        raise RunStopped(
+            f"none of the {len(steps)} checkpoint(s) in {self.directory} is usable; nothing was changed:\n  "
+            f"{reasons}\nTo start over, use a new --workdir (or move {self.directory} aside yourself).")
+
+    def newest_good_step(self, abstract_params: Any, abstract_opt_state: Any) -> int | None:
+        """The newest checkpoint that reads, verifies and is finite (each one is restored to check)."""
+        self.wait()
+        for step in reversed(self.steps()):
+            try:
+                self.restore_verified(step, abstract_params, abstract_opt_state)
+                return step
+            except CorruptCheckpoint as e:
+                log.warning("%s", e)
         return None
+
+    def move_aside(self, steps: list[int]) -> None:
+        """Rename the given step directories into `<dir>_corrupt/` (process 0; every process waits)."""
+        if jax.process_index() == 0:
+            target_root = self.corrupt_directory
+            target_root.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for step in steps:
+                source = self.directory / str(step)
+                target = target_root / f"{step}-{stamp}"
+                source.rename(target)
+                log.warning("moved corrupt checkpoint %s aside to %s", source, target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("opdlm_jax.checkpoints.move_aside")
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -78,8 +172,14 @@ class RunCheckpointer:
         self.manager.close()
 
 
+def _is_remote(path: epath.Path) -> bool:
+    return "://" in str(path)
+
+
 def restore_params(directory: str | os.PathLike, abstract_params: Any, step: int | None = None) -> tuple[Any, dict]:
-    """Params only (no optimizer state) onto the shardings of `abstract_params` -> (params, meta)."""
+    """Params only (no optimizer state) onto the shardings of `abstract_params` -> (params, meta).
+
+    Verified against the checkpoint's fingerprints; without `step`, the newest good checkpoint."""
     manager = ocp.CheckpointManager(Path(directory).absolute(), item_names=("params", "meta"),
                                     options=ocp.CheckpointManagerOptions(read_only=True))
     steps = sorted(manager.all_steps())
@@ -87,16 +187,23 @@ def restore_params(directory: str | os.PathLike, abstract_params: Any, step: int
         raise FileNotFoundError(f"no checkpoint in {directory}")
     if step is not None and step not in steps:
         raise FileNotFoundError(f"no checkpoint for step {step} in {directory}; steps: {steps}")
+    problems = []
     for s in ([step] if step is not None else reversed(steps)):
+        where = f"checkpoint step {s} in {directory}"
         try:
-            restored = manager.restore(s, args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
+            try:
+                restored = manager.restore(s, args=ocp.args.Composite(
+                    params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
+            except Exception as e:  # noqa: BLE001 - whatever fails to read is a corrupt checkpoint
+                raise CorruptCheckpoint(f"{where} is unreadable ({_first_line(e)})") from e
+            verify_item(restored["meta"], "params", restored["params"], where)
             return restored["params"], restored["meta"]
-        except Exception as e:  # noqa: BLE001
+        except CorruptCheckpoint as e:
             if step is not None:
                 raise
-            log.warning("checkpoint step %d in %s is unreadable (%s); trying the previous one", s, directory, e)
-    raise RuntimeError(f"no readable checkpoint in {directory}")
+            log.warning("%s; trying the previous one", e)
+            problems.append(str(e))
+    raise CorruptCheckpoint(f"no usable checkpoint in {directory}: " + "; ".join(problems))
 
 
 def load_model_from_run(run_dir: str | os.PathLike, step: int | None = None, dtype: str | None = None):

@@ -3,17 +3,18 @@
     train(config, workdir)    config: `train.config.default_config()` with overrides;
                               every object the run needs comes from `train.setup.build_setup`
 
-Resume: the latest readable checkpoint in workdir/checkpoints restores parameters, optimizer
-state, the data iterator and the RL step; step keys are derived from (seed, RL step), so a resumed
-run repeats exactly what an uninterrupted one does. SIGTERM (TPU preemption) finishes the current
-step, saves and exits. A non-finite loss stops the run naming the step; its state is not saved.
+Resume: the newest checkpoint in workdir/checkpoints that reads and matches its fingerprints
+restores parameters, optimizer state, the data iterator and the RL step (corrupt newer ones are
+moved aside); step keys are derived from (seed, RL step), so a resumed run repeats exactly what an
+uninterrupted one does, and metrics.jsonl / data_order.jsonl are cut back to the restored step.
+A workdir holding a run with other settings (`train.run_identity`) is refused before anything
+is written. SIGTERM (TPU preemption) finishes the current step, saves and ends `preempted`
+(before the first step: exits at once, `train.preemption`). A step whose loss, gradient norm,
+parameters or optimizer moments are not finite stops the run; its state is never saved.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,21 +25,22 @@ import numpy as np
 from tqdm import tqdm
 
 from opdlm_jax.checkpoints.orbax import RunCheckpointer
+from opdlm_jax.errors import RunStopped
 from opdlm_jax.decoding.batching import note_shape
 from opdlm_jax.sharding import abstract_with_shardings
 from opdlm_jax.train.batch_inputs import step_inputs
 from opdlm_jax.train.flops import full_step_flops, paper_flops
 from opdlm_jax.train.metrics_writer import MetricsWriter
+from opdlm_jax.train.preemption import PreemptionGuard
+from opdlm_jax.train.run_files import truncate_jsonl, write_json
+from opdlm_jax.train.run_identity import FILENAME as run_identity_file
+from opdlm_jax.train.run_identity import check_same_run, identity_from_meta, run_identity, stored_identity
 from opdlm_jax.train.setup import Setup, build_setup
 from opdlm_jax.train.state import TrainState, init_train_state
 from opdlm_jax.train.step import make_opd_step
 
 log = logging.getLogger(__name__)
 EvalFn = Callable[[Any, int], dict]
-
-
-class NonFiniteLossError(FloatingPointError):
-    pass
 
 
 def make_data_iterator(config, setup: Setup, workdir: Path):
@@ -61,124 +63,149 @@ def make_data_iterator(config, setup: Setup, workdir: Path):
                                 shard_index=jax.process_index(), shard_count=jax.process_count())
 
 
-class _Preemption:
-    """SIGTERM sets a flag; the loop saves after the current step and exits cleanly."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        log.warning("SIGTERM received: saving after the current step, then exiting")
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 def train(config, workdir: str | Path, eval_fn: EvalFn | None = None, setup: Setup | None = None,
           progress: bool = True) -> dict:
-    """Run (or resume) training in `workdir`; returns the last metrics and where things are."""
+    """Run (or resume) training in `workdir` -> dict(metrics, state, preempted, status).
+
+    Raises BadInput when `workdir` holds a run with other settings (before anything is written),
+    RunStopped when no checkpoint is usable or a step turns non-finite (nothing bad is saved)."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    setup = setup or build_setup(config)
-    teacher = setup.teacher
-    ckpt = RunCheckpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints,
-                           async_save=config.async_checkpoints)
-    data = make_data_iterator(config, setup, workdir)
-    # A copy: the state is donated to the step, and the student may start as the teacher's arrays.
-    state = init_train_state(jax.tree.map(lambda x: jnp.array(x, copy=True), setup.student_init), setup.optimizer)
-    teacher_params = jax.tree.map(jnp.asarray, teacher.params)
-    if setup.mesh is not None:
-        state = jax.device_put(state, setup.shardings["state"])
-        teacher_params = jax.device_put(teacher_params, setup.shardings["teacher"])
-    start, totals = 0, {"tokens": 0.0, "paper_flops": 0.0, "full_flops": 0.0, "skipped_prompts": 0}
-    abstract = (jax.eval_shape(lambda s: s, state) if setup.mesh is None else
-                abstract_with_shardings(state, setup.shardings["state"]))
-    restored = ckpt.restore(abstract.params, abstract.opt_state)
-    if restored is not None:
-        meta = restored["meta"]
-        state = TrainState(jnp.asarray(meta["opt_step"], jnp.int32), restored["params"], restored["opt_state"])
-        data.set_state(restored["data"])
-        start, totals = int(meta["step"]), dict(meta["totals"])
-        log.info("resumed from step %d in %s", start, ckpt.directory)
-    meta_base = {"teacher": config.teacher, "student": config.student or config.teacher,
-                 "method": config.method, "seed": config.seed, "dtype": config.dtype,
-                 "scan_layers": config.scan_layers, "mask_token_id": teacher.mask_token_id,
-                 "block_size": config.rollout.block_size, "alignment": config.rollout.alignment}
-    writer = MetricsWriter(workdir, tensorboard=config.tensorboard)
-    steps_cache: dict = {}
-    last: dict = dict(totals, rl_step=start)  # what a finished run reports when resumed
-    bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", disable=not progress,
-               dynamic_ncols=True, mininterval=0)
-    with bar, _Preemption() as preemption:
-        for rl_step in range(start, config.steps):
-            batch_in = next(data)
-            host = step_inputs(config, setup, batch_in, rl_step)
-            budget, width = host.budget, host.inputs.prompts.shape[1]
-            if (budget, width) not in steps_cache:
-                note_shape("opd_step", config.batch_size, budget, width)
-                steps_cache[budget, width] = make_opd_step(
-                    setup.student_config, teacher.config, setup.step_config(budget), setup.optimizer,
-                    state_shardings=setup.shardings.get("state"), teacher_shardings=setup.shardings.get("teacher"),
-                    mesh=setup.mesh)
-            t0 = time.perf_counter()
-            inputs = jax.tree.map(jnp.asarray, host.inputs)
-            new_state, metrics = steps_cache[budget, width](
-                state, teacher_params, inputs, jax.random.fold_in(jax.random.PRNGKey(config.seed), rl_step))
-            metrics = jax.device_get(metrics)
-            dt = time.perf_counter() - t0
-            loss = float(metrics["loss"])
-            if not math.isfinite(loss):
-                ckpt.wait()
-                good = ckpt.latest_step()
-                raise NonFiniteLossError(
-                    f"loss is {loss} at RL step {rl_step + 1}; stopping. The last good checkpoint is "
-                    f"step {good} in {ckpt.directory}" if good is not None else
-                    f"loss is {loss} at RL step {rl_step + 1}; stopping (no checkpoint saved yet)")
-            state = new_state
-            generated = float(metrics["response_tokens"])
-            totals["tokens"] += generated
-            totals["paper_flops"] += paper_flops(setup.student_config, teacher.config, generated)
-            totals["full_flops"] += full_step_flops(
-                setup.student_config, teacher.config, batch=config.batch_size, prompt_width=width,
-                response_width=budget, rollout_forward_tokens=float(metrics["rollout_forward_tokens"]))
-            totals["skipped_prompts"] = int(getattr(data, "num_skipped", 0))
-            last = _scalar_metrics(metrics)
-            last.update(_lengths_by_domain(batch_in, metrics["response_lengths"]))
-            last.update(rl_step=rl_step + 1, step_seconds=dt, tokens_per_second=generated / dt,
-                        response_budget=budget, learning_rate=float(setup.schedule(max(int(state.step) - 1, 0))), **totals)
-            if (rl_step + 1) % config.log_every == 0 or rl_step + 1 == config.steps:
-                writer.write(rl_step + 1, last)
-            writer.write_data_order(rl_step + 1, _batch_ids(batch_in))
-            bar.set_postfix_str(_progress_line(last), refresh=False)
-            bar.update(1)
-            done = rl_step + 1 == config.steps
-            if config.eval_every and (rl_step + 1) % config.eval_every == 0 and eval_fn and not done:
-                writer.write(rl_step + 1, eval_fn(state.params, rl_step + 1), prefix="eval")
-            if (rl_step + 1) % config.checkpoint_every == 0 or done or preemption.requested:
-                ckpt.save(rl_step + 1, state.params, state.opt_state, data.get_state(),
-                          dict(meta_base, totals=totals, opt_step=int(state.step)))
-            if preemption.requested:
-                log.warning("preempted: checkpoint saved at step %d; exiting", rl_step + 1)
-                break
-    ckpt.close()
+    identity = run_identity(config)
+    stored = stored_identity(workdir)
+    if stored is not None:
+        check_same_run(stored, identity, workdir)
+    primary = jax.process_index() == 0  # the one process that writes logs and run files
+    with PreemptionGuard() as preemption:
+        log.info("start-up in %s: loading models, data and checkpoints (a SIGTERM now exits at once)", workdir)
+        setup = setup or build_setup(config)
+        teacher = setup.teacher
+        ckpt = RunCheckpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints,
+                               async_save=config.async_checkpoints)
+        if stored is None and ckpt.steps():  # a run from before run.json: its checkpoints say what it was
+            check_same_run(identity_from_meta(ckpt.read_meta(ckpt.latest_step())), identity, workdir)
+        data = make_data_iterator(config, setup, workdir)
+        state, teacher_params = _initial_state(setup)
+        abstract = (jax.eval_shape(lambda s: s, state) if setup.mesh is None else
+                    abstract_with_shardings(state, setup.shardings["state"]))
+        start, totals = 0, {"tokens": 0.0, "paper_flops": 0.0, "full_flops": 0.0, "skipped_prompts": 0}
+        try:
+            restored = ckpt.restore(abstract.params, abstract.opt_state)  # RunStopped: none usable, none touched
+        except RunStopped:
+            ckpt.close()
+            raise
+        if restored is not None:
+            meta = restored["meta"]
+            state = TrainState(jnp.asarray(meta["opt_step"], jnp.int32), restored["params"], restored["opt_state"])
+            data.set_state(restored["data"])
+            start, totals = int(meta["step"]), dict(meta["totals"])
+            log.info("resumed from step %d in %s", start, ckpt.directory)
+        if primary:
+            _accept_run(workdir, config, identity, start)
+        writer = MetricsWriter(workdir, tensorboard=config.tensorboard, enabled=primary)
+        meta_base = {"teacher": config.teacher, "student": config.student or config.teacher,
+                     "method": config.method, "seed": config.seed, "dtype": config.dtype,
+                     "scan_layers": config.scan_layers, "mask_token_id": teacher.mask_token_id,
+                     "block_size": config.rollout.block_size, "alignment": config.rollout.alignment}
+        steps_cache: dict = {}
+        last: dict = dict(totals, rl_step=start)  # what a finished run reports when resumed
+        bar = tqdm(total=config.steps, initial=start, desc="train", unit="step",
+                   disable=not (progress and primary), dynamic_ncols=True, mininterval=0)
+        with bar:
+            for rl_step in range(start, config.steps):
+                batch_in = next(data)
+                host = step_inputs(config, setup, batch_in, rl_step)
+                budget, width = host.budget, host.inputs.prompts.shape[1]
+                if (budget, width) not in steps_cache:
+                    note_shape("opd_step", config.batch_size, budget, width)
+                    steps_cache[budget, width] = make_opd_step(
+                        setup.student_config, teacher.config, setup.step_config(budget), setup.optimizer,
+                        state_shardings=setup.shardings.get("state"),
+                        teacher_shardings=setup.shardings.get("teacher"), mesh=setup.mesh)
+                t0 = time.perf_counter()
+                inputs = jax.tree.map(jnp.asarray, host.inputs)
+                state, metrics = steps_cache[budget, width](
+                    state, teacher_params, inputs, jax.random.fold_in(jax.random.PRNGKey(config.seed), rl_step))
+                metrics = jax.device_get(metrics)
+                dt = time.perf_counter() - t0
+                if not bool(metrics["state_finite"]):
+                    _stop_non_finite(rl_step + 1, metrics, ckpt, abstract, workdir if primary else None)
+                preemption.step_completed()
+                generated = float(metrics["response_tokens"])
+                totals["tokens"] += generated
+                totals["paper_flops"] += paper_flops(setup.student_config, teacher.config, generated)
+                totals["full_flops"] += full_step_flops(
+                    setup.student_config, teacher.config, batch=config.batch_size, prompt_width=width,
+                    response_width=budget, rollout_forward_tokens=float(metrics["rollout_forward_tokens"]))
+                totals["skipped_prompts"] = int(getattr(data, "num_skipped", 0))
+                last = _scalar_metrics(metrics)
+                last.update(_lengths_by_domain(batch_in, metrics["response_lengths"]))
+                last.update(rl_step=rl_step + 1, step_seconds=dt, tokens_per_second=generated / dt,
+                            response_budget=budget,
+                            learning_rate=float(setup.schedule(max(int(state.step) - 1, 0))), **totals)
+                if (rl_step + 1) % config.log_every == 0 or rl_step + 1 == config.steps:
+                    writer.write(rl_step + 1, last)
+                writer.write_data_order(rl_step + 1, _batch_ids(batch_in))
+                bar.set_postfix_str(_progress_line(last), refresh=False)
+                bar.update(1)
+                done = rl_step + 1 == config.steps
+                if config.eval_every and (rl_step + 1) % config.eval_every == 0 and eval_fn and not done:
+                    writer.write(rl_step + 1, eval_fn(state.params, rl_step + 1), prefix="eval")
+                if (rl_step + 1) % config.checkpoint_every == 0 or done or preemption.requested:
+                    ckpt.save(rl_step + 1, state.params, state.opt_state, data.get_state(),
+                              dict(meta_base, totals=totals, opt_step=int(state.step)))
+                if preemption.requested:
+                    log.warning("preempted: checkpoint saved at step %d; exiting", rl_step + 1)
+                    break
+        ckpt.close()
     if eval_fn is not None and not preemption.requested:
         last_eval = eval_fn(state.params, int(last.get("rl_step", start)))
         writer.write(int(last.get("rl_step", start)), last_eval, prefix="eval")
         last["eval"] = last_eval
     writer.close()
-    (workdir / "train_summary.json").write_text(json.dumps(
-        {k: v for k, v in last.items() if not isinstance(v, (list, dict))}, indent=1))
-    return {"metrics": last, "state": state, "preempted": preemption.requested}
+    status = "preempted" if preemption.requested else "finished"
+    if primary:
+        write_json(workdir / "train_summary.json",
+                   {"status": status, **{k: v for k, v in last.items() if not isinstance(v, (list, dict))}})
+    return {"metrics": last, "state": state, "preempted": preemption.requested, "status": status}
+
+
+def _initial_state(setup: Setup) -> tuple[TrainState, Any]:
+    """The student's train state and the teacher's params, placed on the run's shardings."""
+    # A copy: the state is donated to the step, and the student may start as the teacher's arrays.
+    state = init_train_state(jax.tree.map(lambda x: jnp.array(x, copy=True), setup.student_init), setup.optimizer)
+    teacher_params = jax.tree.map(jnp.asarray, setup.teacher.params)
+    if setup.mesh is not None:
+        state = jax.device_put(state, setup.shardings["state"])
+        teacher_params = jax.device_put(teacher_params, setup.shardings["teacher"])
+    return state, teacher_params
+
+
+def _accept_run(workdir: Path, config, identity: dict, start: int) -> None:
+    """The run is accepted: record what it is and cut the logs back to the step it starts from."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / run_identity_file, identity)
+    write_json(workdir / "config.json", config.to_dict())
+    for name in ("metrics.jsonl", "data_order.jsonl"):
+        dropped = truncate_jsonl(workdir / name, start)
+        if dropped:
+            log.info("%s: dropped %d record(s) after step %d (they are redone)", name, dropped, start)
+
+
+def _stop_non_finite(rl_step: int, metrics: dict, ckpt: RunCheckpointer, abstract: TrainState,
+                     summary_dir: Path | None) -> None:
+    """Stop the run: step `rl_step` produced NaN/inf; nothing of it is saved."""
+    good = ckpt.newest_good_step(abstract.params, abstract.opt_state)
+    where = (f"the newest checkpoint verified finite is step {good} in {ckpt.directory}" if good is not None
+             else "no verified checkpoint exists yet")
+    message = (f"non-finite state at RL step {rl_step} (loss {float(metrics['loss'])}, grad_norm "
+               f"{float(metrics['grad_norm'])}); it was not saved and the run stops. {where}. "
+               f"A restart resumes from there and will meet the same step: lower the learning rate or "
+               f"check the data before restarting.")
+    if summary_dir is not None:
+        write_json(summary_dir / "train_summary.json",
+                   {"status": "stopped", "reason": message, "rl_step": rl_step, "good_checkpoint": good})
+    ckpt.close()
+    raise RunStopped(message)
 
 
 def _batch_ids(batch_in) -> list:

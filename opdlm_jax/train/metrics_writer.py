@@ -8,17 +8,24 @@ from typing import Mapping
 
 
 class MetricsWriter:
-    def __init__(self, workdir: str | os.PathLike, tensorboard: bool = True):
+    """Appends metrics records; a disabled writer (processes other than 0) writes nothing."""
+
+    def __init__(self, workdir: str | os.PathLike, tensorboard: bool = True, enabled: bool = True):
+        self.enabled = enabled
         self.path = Path(workdir) / "metrics.jsonl"
+        self._tb = None
+        if not enabled:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")
-        self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
 
     def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train") -> None:
+        if not self.enabled:
+            return
         record = {"step": step, "split": prefix, **{k: float(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -28,10 +35,14 @@ class MetricsWriter:
 
     def write_data_order(self, step: int, ids: list) -> None:
         """The ids of the records a step trained on (data_order.jsonl), to audit resumes."""
+        if not self.enabled:
+            return
         with open(self.path.parent / "data_order.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, "ids": ids}) + "\n")
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self._file.close()
         if self._tb is not None:
             self._tb.close()
@@ -40,8 +51,8 @@ class MetricsWriter:
 def read_metrics(workdir: str | os.PathLike, split: str | None = None) -> list[dict]:
     """The records of metrics.jsonl in step order, one per (split, step).
 
-    A resumed run appends again the steps after its last checkpoint; the later record of a step
-    is the one the finished run stands on, so it replaces the earlier one (plots never go back).
+    The trainer cuts the file back to the restored step when it resumes; should a step still
+    appear twice (a file from an older version), the later record replaces the earlier one.
     """
     path = Path(workdir) / "metrics.jsonl"
     if not path.exists():

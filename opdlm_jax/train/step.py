@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from opdlm_jax.checkpoints.integrity import tree_is_finite
 from opdlm_jax.decoding.ar_decoder import ar_decode
 from opdlm_jax.decoding.block_diffusion import block_diffusion_decode
 from opdlm_jax.decoding.config import SamplerConfig
@@ -204,6 +205,9 @@ def update_stage(state: TrainState, student_config: ModelConfig, teacher_config:
     metrics = {k: v.mean() for k, v in per_update.items()}
     metrics["loss_first_update"] = per_update["loss"][0]
     metrics["loss_positions"] = per_update["loss_positions"].sum()
+    # The run's guard: a few scalars reduced on device, so no host copy of the state is needed.
+    metrics["state_finite"] = (jnp.all(jnp.isfinite(per_update["loss"])) & jnp.all(jnp.isfinite(per_update["grad_norm"]))
+                               & tree_is_finite(state.params) & tree_is_finite(state.opt_state))
     return state, metrics
 
 
