@@ -17,10 +17,10 @@ def validate(experiment: str, config) -> None:
     if experiment not in EXPERIMENTS:
         raise BadInput(f"unknown experiment {experiment!r}; expected one of {', '.join(EXPERIMENTS)}")
     if experiment == "sweep":
+        from experiments.data.prompts import ANSWER_DOMAINS
         from opdlm_jax.checkpoints.loading import resolve_model
 
-        if not Path(config.prompts).is_file():
-            raise BadInput(f"prompts={config.prompts!r}: prompt file not found")
+        read_prompt_records(config.prompts, require_answer_for=ANSWER_DOMAINS)  # names file and line
         if config.run_dir and not Path(config.run_dir).is_dir():
             raise BadInput(f"run_dir={config.run_dir!r}: no such run directory")
         if not config.run_dir:
@@ -51,9 +51,9 @@ def run_sweep(config, workdir: Path) -> None:
     from opdlm_jax.checkpoints.loading import load_model
     from opdlm_jax.checkpoints.orbax import load_model_from_run
 
+    records = read_prompt_records(config.prompts, require_answer_for=ANSWER_DOMAINS)  # before the model: cheap
     model = load_model_from_run(config.run_dir) if config.run_dir else load_model(config.model)
     model.params = jax.device_put(model.params)
-    records = read_prompt_records(config.prompts, require_answer_for=ANSWER_DOMAINS)
     math = [r for r in records if r.domain == "math"][:config.n_math]
     fmt = _run_chat_format(config.run_dir)
     evalset = EvalSet([prompt_token_ids(model.tokenizer, r, fmt) for r in math], [r.answer for r in math],

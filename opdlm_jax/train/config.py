@@ -130,6 +130,7 @@ def _check_combinations(c: ml_collections.ConfigDict) -> None:
 def check_input_files(c: ml_collections.ConfigDict) -> None:
     """The prompt files and models the run reads exist (before anything is created or loaded)."""
     from opdlm_jax.checkpoints.loading import resolve_model
+    from opdlm_jax.data.prompt_records import read_prompt_records
 
     files = [("data.train", c.data.train)] if c.method in PROMPT_METHODS else []
     files += [("data.heldout", c.data.heldout)] if c.data.get("heldout") else []
@@ -138,6 +139,7 @@ def check_input_files(c: ml_collections.ConfigDict) -> None:
             make = _MAKE_FILE.get(Path(path).name)
             hint = f"; make it with: {make.format(path=path)}" if make else ""
             raise ConfigError(f"{field}={path!r}: prompt file not found{hint}")
+        read_prompt_records(path)  # a malformed record fails now, naming the file and line
     models = [("teacher", c.teacher, c.teacher_dir or None)]
     if c.student and c.student != c.teacher:
         models.append(("student", c.student, None))
