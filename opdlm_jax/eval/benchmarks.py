@@ -50,7 +50,7 @@ _PLAIN = ChatFormat(suffixes={})  # the benchmark template already holds any ins
 @dataclasses.dataclass(frozen=True)
 class Benchmark:
     """name: the authors' file stem. domain None: per row (math when the row has none).
-    prompt_style: "template" (template.format(question=...)), "evalplus", or "plain" (the
+    prompt_style: "template" ("{question}" in `template` replaced), "evalplus", or "plain" (the
     question as it is). registered False: an unknown name, scored by its rows' domains."""
     name: str
     domain: Optional[str]
@@ -151,7 +151,7 @@ def user_text(row: dict, bench: Benchmark) -> str:
     if bench.reformat_choices:
         q = reformat_choices(q)
     if bench.prompt_style == "template" and bench.template:
-        return bench.template.format(question=q)
+        return bench.template.replace("{question}", q)  # not str.format: "\\boxed{}" has braces
     return q
 
 
