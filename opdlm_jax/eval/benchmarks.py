@@ -68,7 +68,7 @@ class Benchmark:
         return EVALPLUS_OPENED if self.prompt_style == "evalplus" else ""
 
 
-def _mc(name, letters, reformat, aliases=()):
+def _mc(name: str, letters: Optional[str], reformat: bool, aliases: tuple[str, ...] = ()) -> Benchmark:
     return Benchmark(name, "mc", template=MC_TEMPLATE, letters=letters, reformat_choices=reformat,
                      aliases=aliases)
 
@@ -82,6 +82,7 @@ REGISTRY: dict[str, Benchmark] = {b.name: b for b in (
     _mc("MMLU_Pro", "ABCDEFGHIJ", True, ("MMLU-Pro",)),
     _mc("GPQA_Diamond_shuffled", "ABCD", True, ("GPQA-Diamond", "GPQA_Diamond")),
     _mc("ARC_C", "ABCDE", False, ("ARC-C",)),
+    _mc("CEval", None, False, ("C-Eval",)),  # options already "A. text"; letters A-J as the reference
     Benchmark("HumanEval", "code", prompt_style="evalplus"),
     Benchmark("MBPP", "code", prompt_style="evalplus"),
     Benchmark("LiveCodeBench", "code", template=LCB_STDIO_TEMPLATE),
