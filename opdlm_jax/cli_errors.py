@@ -147,12 +147,36 @@ def parse_flags(parse: Callable[[], Any], argv: Sequence[str], base_config: Call
     """
     from absl import flags
 
+    spec = config_file_spec(argv, name)
+    if spec is not None and not os.path.isfile(spec.split(":", 1)[0]):
+        # ml_collections would defer this to the first use of the config, as an OSError
+        raise BadInput(f"--{name} {spec}: no such config file")
     try:
         return parse()
     except (flags.Error, AttributeError, KeyError) as exc:
         if override_paths(argv, name):
             check_overrides(base_config(), argv, name)
-        raise BadInput(one_line(str(exc))) from exc
+        raise BadInput(_flag_error_line(str(exc))) from exc
+
+
+def _flag_error_line(message: str) -> str:
+    """absl's flag error on one line; a config file's own exception (which ml_collections
+    embeds with its traceback) as the flag and that exception's last line."""
+    if "Traceback (most recent call last)" in message:
+        lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+        return f"{lines[0].split(': ', 1)[0]}: {lines[-1]}"
+    return one_line(message)
+
+
+def config_file_spec(argv: Sequence[str], name: str = "config") -> str | None:
+    """The FILE[:ARG] of argv's `--config FILE[:ARG]` (the last one), or None."""
+    spec = None
+    for i, arg in enumerate(argv):
+        if arg in (f"--{name}", f"-{name}") and i + 1 < len(argv):
+            spec = argv[i + 1]
+        elif arg.startswith((f"--{name}=", f"-{name}=")):
+            spec = arg.split("=", 1)[1]
+    return spec
 
 
 def config_file_without_overrides(argv: Sequence[str], name: str = "config") -> Any:
@@ -160,12 +184,7 @@ def config_file_without_overrides(argv: Sequence[str], name: str = "config") -> 
     from absl import flags
     from ml_collections import config_flags
 
-    spec = None
-    for i, arg in enumerate(argv):
-        if arg in (f"--{name}", f"-{name}") and i + 1 < len(argv):
-            spec = argv[i + 1]
-        elif arg.startswith((f"--{name}=", f"-{name}=")):
-            spec = arg.split("=", 1)[1]
+    spec = config_file_spec(argv, name)
     if spec is None:
         raise BadInput(f"--{name} FILE is required")
     own_argv = ["prog", f"--{name}={spec}"]

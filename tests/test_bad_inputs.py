@@ -97,6 +97,11 @@ CASES = [
      r"error: unknown config field --config\.learning_rate; did you mean --config\.optimizer\.learning_rate\?"),
     ("experiments.main", TRAIN + ["--wrkdir=x"], r"error: Unknown command line flag 'wrkdir'\. Did you mean: workdir \?"),
     ("experiments.main", ["--config", TINY_TRAIN], r"error: --config and --workdir are required"),
+    ("experiments.main", ["--config", "{missing}.py", "--workdir={workdir}"],
+     r"error: --config {missing}\.py: no such config file"),
+    ("experiments.main", ["--config", str(ROOT / "experiments/configs/demo.py") + ":bogus", "--workdir={workdir}"],
+     r"error: flag --config=.*demo\.py:bogus: ValueError: demo\.py takes '', 'quick', 'seeds' or "
+     r"'seeds_baselines', got 'bogus'"),
     ("experiments.main", TRAIN + ["--config.batch_size=0"], r"error: batch_size=0 must be >= 1"),
     ("experiments.main", TRAIN + ["--config.minibatch_size=0"], r"error: minibatch_size=0 must be >= 1"),
     ("experiments.main", TRAIN + ["--config.optimizer.learning_rate=-1"],
