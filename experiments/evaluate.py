@@ -242,6 +242,9 @@ def _decode_chunk(args, name, bench, rows, idx, model, spec: DecodeSpec, budget:
     records = []
     for k, i in enumerate(idx):
         for j in range(args.responses_per_task):
+            if greedy and j > 0:  # the same completion: copy its verdict instead of running code again
+                records.append(dict(records[-1], response=j))
+                continue
             d = per_response[0 if greedy else j][k]
             records.append(make_record(name, bench, rows[i], i, j, prompts[k][0], completion_text(model, d.token_ids),
                                        len(d.token_ids), d.rounds if spec.mode == "diffusion" else None,

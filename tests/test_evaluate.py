@@ -149,3 +149,16 @@ def test_smollm2_end_to_end_equals_score_only(tmp_path):
     assert evaluate.main(["--table", str(outs["ar"]), str(outs["diffusion"]), "--out", str(tmp_path / "t")]) == 0
     table = (tmp_path / "t" / "results.md").read_text()
     assert "| benchmark | smollm2-135m | smollm2-135m (diffusion) |" in table
+
+
+def test_a_checkpoint_brings_its_block_size_alignment_and_mask(tiny_run, tmp_path):
+    """--checkpoint decodes the run's student with the settings saved in its checkpoint meta."""
+    meta = evaluate.run_meta(str(tiny_run), None)
+    out = tmp_path / "out"
+    assert evaluate.main(["--checkpoint", str(tiny_run), "--data-dir", str(FIXTURES), "--datasets", "GSM8K",
+                          "--out", str(out), "--limit", "2", "--max-new-tokens", "8", "--batch-size", "2",
+                          "--responses-per-task", "1", "--no-progress"]) == 0
+    summary = json.loads((out / "results.json").read_text())["GSM8K"]
+    assert (summary["mode"], summary["block_size"], summary["alignment"]) == \
+           ("diffusion", meta["block_size"], meta["alignment"])
+    assert summary["n"] == 2 and summary["tokens_per_round"] is not None
