@@ -1,8 +1,9 @@
 """Bad input at every entry point is one line `error: ...` on stderr and exit code 2.
 
-Table-driven: each row names an entry point, its arguments and the exact line expected. The entry
-points run in-process through their error helper (`opdlm_jax.cli_errors.run_cli`), as the command
-line runs them; two rows also run as real subprocesses to check the process exit code and stderr.
+Table-driven: each row names an entry point (experiments.main for training and the evaluation
+sweep, generate, export, the AOT tool, experiments.evaluate), its arguments and the exact line.
+The entry points run in-process through their error helper (`opdlm_jax.cli_errors.run_cli`), as
+the command line runs them; two cases also run as real subprocesses (exit code, stderr, --debug).
 """
 import json
 import os
@@ -79,7 +80,15 @@ ENTRY_POINTS = {
     "opdlm_jax.generate": lambda argv, _: generate.main(argv),
     "opdlm_jax.export": lambda argv, _: export.main(argv),
     "experiments.aot": lambda argv, _: aot.main(argv),
+    "experiments.evaluate": lambda argv, _: _evaluate_main(argv),
 }
+
+
+def _evaluate_main(argv):
+    from experiments import evaluate
+
+    return evaluate.main(argv)
+
 TRAIN = ["--config", TINY_TRAIN, "--config.teacher={model}", "--config.data.train={prompts}", "--workdir={workdir}"]
 HELDOUT = str(ROOT / "experiments" / "data" / "demo_prompts" / "heldout.jsonl")
 SWEEP = ["--config", FIG3 + ":toy", "--config.model={model}", "--workdir={workdir}"]
@@ -167,6 +176,13 @@ CASES = [
     ("experiments.aot", AOT + ["--batch", "0"], r"error: batch_size=0 must be >= 1"),
     ("experiments.aot", AOT + ["--config.optimizer.learning_rate=nan"],
      r"error: optimizer\.learning_rate=nan must be finite and > 0"),
+    # experiments.evaluate (benchmark scoring)
+    ("experiments.evaluate", ["--out", "{workdir}"],
+     r"error: name what to evaluate: --checkpoint RUN_DIR, --model NAME_OR_PATH or --score FILE"),
+    ("experiments.evaluate", ["--out", "{workdir}", "--model", "{model}", "--data-dir", "{missing}", "--datasets", "GSM8K"],
+     r"error: --data-dir {missing}: no such directory"),
+    ("experiments.evaluate", ["--model", "{model}"],
+     r"error: the following arguments are required: --out \(see python -m experiments\.evaluate --help\)"),
 ]
 
 
