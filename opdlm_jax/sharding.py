@@ -334,11 +334,49 @@ def initialize_distributed(environ: Mapping[str, str] | None = None) -> bool:
         kwargs["num_processes"] = int(env["JAX_NUM_PROCESSES"])
     if env.get("JAX_PROCESS_ID"):
         kwargs["process_id"] = int(env["JAX_PROCESS_ID"])
+    # A dead peer (kill -9, a lost VM) is noticed by the coordination service's heartbeat: the
+    # survivors then stop with an error instead of waiting in a collective forever.
+    kwargs["heartbeat_timeout_seconds"] = int(env.get("OPDLM_HEARTBEAT_TIMEOUT", "60"))
+    # CPU processes (tests, a laptop) need real cross-process collectives: gloo over TCP.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
     logger.info("jax.distributed initialised: process %d of %d, %d local / %d global devices",
                 jax.process_index(), jax.process_count(), jax.local_device_count(),
                 jax.device_count())
     return True
+
+
+def local_rows(sharding: NamedSharding, global_shape: tuple[int, ...]) -> slice:
+    """The rows of a batch-sharded array of `global_shape` that this process's devices hold.
+
+    They are contiguous on a mesh built by `make_mesh` (devices in process order); anything else
+    is an error rather than a silently wrong batch."""
+    rows = global_shape[0]
+    spans = {index[0].indices(rows)[:2] for index in sharding.addressable_devices_indices_map(global_shape).values()}
+    lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+    covered = sum(b - a for a, b in spans)
+    if covered != hi - lo:
+        raise ValueError(f"this process's rows of a {global_shape} batch are not contiguous: {sorted(spans)}")
+    return slice(lo, hi)
+
+
+def place_global_batch(host_batch: Any, shardings: Any, mesh: Mesh) -> Any:
+    """A batch every process holds in full (host numpy) -> global arrays: each process hands over
+    only the rows of its own devices (`global_batch_from_host_shards`)."""
+    def one(x: Any, sharding: NamedSharding) -> jax.Array:
+        x = np.asarray(x)
+        return global_batch_from_host_shards(x[local_rows(sharding, x.shape)], mesh, sharding)
+    return jax.tree.map(one, host_batch, shardings)
+
+
+def host_value(x: Any) -> np.ndarray:
+    """A replicated (or single-device) array as numpy on any process. `np.asarray` refuses arrays
+    that span other processes' devices; a replicated one has a full copy on each local device."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        if not x.is_fully_replicated:
+            raise ValueError(f"host_value needs a replicated array, got sharding {x.sharding}")
+        return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
 
 
 def global_batch_from_host_shards(local_batch: Any, mesh: Mesh,

@@ -14,6 +14,7 @@ parameters or optimizer moments are not finite stops the run; its state is never
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from opdlm_jax.checkpoints.orbax import RunCheckpointer
 from opdlm_jax.errors import RunStopped
 from opdlm_jax.decoding.batching import note_shape
-from opdlm_jax.sharding import abstract_with_shardings
+from opdlm_jax.sharding import abstract_with_shardings, host_value, place_global_batch, shard_params
 from opdlm_jax.train.batch_inputs import step_inputs
 from opdlm_jax.train.flops import full_step_flops, paper_flops
 from opdlm_jax.train.metrics_writer import MetricsWriter
@@ -37,7 +38,7 @@ from opdlm_jax.train.run_identity import FILENAME as run_identity_file
 from opdlm_jax.train.run_identity import check_same_run, identity_from_meta, run_identity, stored_identity
 from opdlm_jax.train.setup import Setup, build_setup
 from opdlm_jax.train.state import TrainState, init_train_state
-from opdlm_jax.train.step import make_opd_step
+from opdlm_jax.train.step import StepInputs, make_opd_step, step_inputs_shardings
 
 log = logging.getLogger(__name__)
 EvalFn = Callable[[Any, int], dict]
@@ -55,12 +56,27 @@ def make_data_iterator(config, setup: Setup, workdir: Path):
     from opdlm_jax.data.loader import make_prompt_iterator
 
     fmt = chat_format_from_config(config)  # the one evaluation uses too
+    # Every process walks the same global stream of prompts (shard 0 of 1) and later places only
+    # its own rows of each batch: the global batch is then the same prompts in the same order for
+    # any number of processes, even when too-long prompts are skipped, and the iterator's state is
+    # the same on every process (a checkpoint from 2 processes resumes in 1). Reading a batch's
+    # records costs far less than a step; per-process grain shards would make the order depend on
+    # the process count.
     # The tfds array_record dataset is built once per data_dir (default: this run's workdir).
     data_dir = config.data.data_dir or str(workdir / "tfds")
-    return make_prompt_iterator(config.data.train, tok, config.batch_size, seed=config.seed,
-                                max_prompt_tokens=config.data.max_prompt_tokens,
-                                on_too_long=config.data.on_too_long, data_dir=data_dir, chat_format=fmt,
-                                shard_index=jax.process_index(), shard_count=jax.process_count())
+    make = functools.partial(make_prompt_iterator, config.data.train, tok, config.batch_size, seed=config.seed,
+                             max_prompt_tokens=config.data.max_prompt_tokens,
+                             on_too_long=config.data.on_too_long, data_dir=data_dir, chat_format=fmt,
+                             shard_index=0, shard_count=1)
+    if jax.process_count() == 1:
+        return make()
+    # The tfds dataset is built once, by process 0; the others open it when it is complete.
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+        make()
+    multihost_utils.sync_global_devices("opdlm_jax.train.loop.prompt_dataset_built")
+    return make()
 
 
 def train(config, workdir: str | Path, eval_fn: EvalFn | None = None, setup: Setup | None = None,
@@ -95,7 +111,10 @@ def train(config, workdir: str | Path, eval_fn: EvalFn | None = None, setup: Set
             raise
         if restored is not None:
             meta = restored["meta"]
-            state = TrainState(jnp.asarray(meta["opt_step"], jnp.int32), restored["params"], restored["opt_state"])
+            step = np.asarray(meta["opt_step"], np.int32)
+            # Placed like the step's own output, so the first step after a restore compiles once.
+            step = jnp.asarray(step) if setup.mesh is None else shard_params(step, setup.shardings["state"].step)
+            state = TrainState(step, restored["params"], restored["opt_state"])
             data.set_state(restored["data"])
             start, totals = int(meta["step"]), dict(meta["totals"])
             log.info("resumed from step %d in %s", start, ckpt.directory)
@@ -122,10 +141,10 @@ def train(config, workdir: str | Path, eval_fn: EvalFn | None = None, setup: Set
                         state_shardings=setup.shardings.get("state"),
                         teacher_shardings=setup.shardings.get("teacher"), mesh=setup.mesh)
                 t0 = time.perf_counter()
-                inputs = jax.tree.map(jnp.asarray, host.inputs)
+                inputs = _place_inputs(host.inputs, setup)
                 state, metrics = steps_cache[budget, width](
                     state, teacher_params, inputs, jax.random.fold_in(jax.random.PRNGKey(config.seed), rl_step))
-                metrics = jax.device_get(metrics)
+                metrics = _host_metrics(metrics)
                 dt = time.perf_counter() - t0
                 if not bool(metrics["state_finite"]):
                     _stop_non_finite(rl_step + 1, metrics, ckpt, abstract, workdir if primary else None)
@@ -141,7 +160,7 @@ def train(config, workdir: str | Path, eval_fn: EvalFn | None = None, setup: Set
                 last.update(_lengths_by_domain(batch_in, metrics["response_lengths"]))
                 last.update(rl_step=rl_step + 1, step_seconds=dt, tokens_per_second=generated / dt,
                             response_budget=budget,
-                            learning_rate=float(setup.schedule(max(int(state.step) - 1, 0))), **totals)
+                            learning_rate=float(setup.schedule(max(int(host_value(state.step)) - 1, 0))), **totals)
                 if (rl_step + 1) % config.log_every == 0 or rl_step + 1 == config.steps:
                     writer.write(rl_step + 1, last)
                 writer.write_data_order(rl_step + 1, _batch_ids(batch_in))
@@ -152,7 +171,7 @@ def train(config, workdir: str | Path, eval_fn: EvalFn | None = None, setup: Set
                     writer.write(rl_step + 1, eval_fn(state.params, rl_step + 1), prefix="eval")
                 if (rl_step + 1) % config.checkpoint_every == 0 or done or preemption.requested:
                     ckpt.save(rl_step + 1, state.params, state.opt_state, data.get_state(),
-                              dict(meta_base, totals=totals, opt_step=int(state.step)))
+                              dict(meta_base, totals=totals, opt_step=int(host_value(state.step))))
                 if preemption.requested:
                     log.warning("preempted: checkpoint saved at step %d; exiting", rl_step + 1)
                     break
@@ -170,14 +189,33 @@ def train(config, workdir: str | Path, eval_fn: EvalFn | None = None, setup: Set
 
 
 def _initial_state(setup: Setup) -> tuple[TrainState, Any]:
-    """The student's train state and the teacher's params, placed on the run's shardings."""
-    # A copy: the state is donated to the step, and the student may start as the teacher's arrays.
-    state = init_train_state(jax.tree.map(lambda x: jnp.array(x, copy=True), setup.student_init), setup.optimizer)
-    teacher_params = jax.tree.map(jnp.asarray, setup.teacher.params)
-    if setup.mesh is not None:
-        state = jax.device_put(state, setup.shardings["state"])
-        teacher_params = jax.device_put(teacher_params, setup.shardings["teacher"])
-    return state, teacher_params
+    """The student's train state and the teacher's params, created in their shards.
+
+    The loaded weights are host numpy arrays; on a mesh each device receives only its shard of
+    each leaf (on several processes each fills its own devices), and the optimizer moments are
+    created by a jitted init with the moments' shardings: no device ever holds a whole sharded
+    leaf. Student and teacher get separate buffers, so donating the state never frees the teacher."""
+    if setup.mesh is None:
+        # A copy: the state is donated to the step, and the student may start as the teacher's arrays.
+        state = init_train_state(jax.tree.map(lambda x: jnp.array(x, copy=True), setup.student_init), setup.optimizer)
+        return state, jax.tree.map(jnp.asarray, setup.teacher.params)
+    shardings: TrainState = setup.shardings["state"]
+    params = shard_params(setup.student_init, shardings.params)
+    opt_state = jax.jit(setup.optimizer.init, out_shardings=shardings.opt_state)(params)
+    step = shard_params(np.zeros((), np.int32), shardings.step)
+    return TrainState(step, params, opt_state), shard_params(setup.teacher.params, setup.shardings["teacher"])
+
+
+def _place_inputs(host_inputs: StepInputs, setup: Setup) -> StepInputs:
+    """Every process builds the same global host batch; each places the rows of its devices."""
+    if setup.mesh is None:
+        return jax.tree.map(jnp.asarray, host_inputs)
+    shardings = step_inputs_shardings(setup.mesh, given=host_inputs.responses is not None)
+    return place_global_batch(host_inputs, shardings, setup.mesh)
+
+
+def _host_metrics(metrics: dict) -> dict:
+    return jax.tree.map(host_value, metrics)
 
 
 def _accept_run(workdir: Path, config, identity: dict, start: int) -> None:
