@@ -195,10 +195,11 @@ start_run() {
   "$HERE/run_all_workers.sh" "${args[@]}" "${DRY[@]}" -- "$CMD"
 }
 
-# Prints one line per worker: "<host> rc=<status>", "<host> running" or "<host> dead".
+# Prints one line per worker: "<host> rc=<status>", "<host> running" or "<host> dead". Running: the
+# process group is alive, or its leader is (just started, before setsid made the group).
 poll_run() {
   local f="logs/$RUN_NAME"
-  ssh_all "cd $(shell_quote "$DIR") && if [ -f $f.rc ]; then echo \"\$(hostname) rc=\$(cat $f.rc)\"; elif [ -f $f.pid ] && kill -0 -- -\$(cat $f.pid) 2>/dev/null; then echo \"\$(hostname) running\"; else echo \"\$(hostname) dead\"; fi"
+  ssh_all "cd $(shell_quote "$DIR") && if [ -f $f.rc ]; then echo \"\$(hostname) rc=\$(cat $f.rc)\"; elif [ -f $f.pid ] && { kill -0 -- -\$(cat $f.pid) || kill -0 \$(cat $f.pid); } 2>/dev/null; then echo \"\$(hostname) running\"; else echo \"\$(hostname) dead\"; fi"
 }
 
 if ((DRY_RUN)); then
