@@ -373,12 +373,10 @@ def run_aot(spec: AotSpec) -> AotReport:
     """Lower and compile the fused OPD step for `spec`, as the trainer builds it from the config."""
     import jax
 
-    from opdlm_jax.models.forward import init_params
-    from opdlm_jax.sharding import abstract_with_shardings, make_mesh, replicated
+    from opdlm_jax.sharding import make_mesh, replicated
     from opdlm_jax.train.config import validate_config
     from opdlm_jax.train.optimizer import make_optimizer
-    from opdlm_jax.train.setup import optimizer_config, run_mesh, run_shardings
-    from opdlm_jax.train.state import init_train_state
+    from opdlm_jax.train.setup import abstract_start_up, optimizer_config, run_mesh
     from opdlm_jax.train.step import make_opd_step
 
     config = spec.config
@@ -403,12 +401,7 @@ def run_aot(spec: AotSpec) -> AotReport:
 
     optimizer = make_optimizer(optimizer_config(config))
     key = jax.random.PRNGKey(0)
-    abstract_params = jax.eval_shape(lambda r: init_params(student_config, r), key)
-    abstract_state = jax.eval_shape(lambda p: init_train_state(p, optimizer), abstract_params)
-    abstract_teacher = jax.eval_shape(lambda r: init_params(teacher_config, r), key)
-    shardings = run_shardings(mesh, student_config, teacher_config, abstract_params, optimizer)
-    state_in = abstract_with_shardings(abstract_state, shardings["state"])
-    teacher_in = abstract_with_shardings(abstract_teacher, shardings["teacher"])
+    state_in, teacher_in = abstract_start_up(student_config, teacher_config, optimizer, mesh)
     inputs_in = abstract_inputs(spec, mesh, given=step_cfg.rollout_source == "given")
     key_in = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=replicated(mesh))
 
@@ -425,8 +418,9 @@ def run_aot(spec: AotSpec) -> AotReport:
         optimizer_state_bytes=per_device_bytes(state_in.opt_state) + per_device_bytes(state_in.step),
         teacher_params_bytes=per_device_bytes(teacher_in))
 
-    step = make_opd_step(student_config, teacher_config, step_cfg, optimizer, state_shardings=shardings["state"],
-                         teacher_shardings=shardings["teacher"], mesh=mesh)
+    step = make_opd_step(student_config, teacher_config, step_cfg, optimizer,
+                         state_shardings=jax.tree.map(lambda x: x.sharding, state_in),
+                         teacher_shardings=jax.tree.map(lambda x: x.sharding, teacher_in), mesh=mesh)
     t0 = time.perf_counter()
     try:
         lowered = step.lower(state_in, teacher_in, inputs_in, key_in)

@@ -54,6 +54,9 @@ def main(argv) -> int:
     if config is None or not _WORKDIR.value:
         raise BadInput("--config and --workdir are required")
     _validate(config)
+    from opdlm_jax.train.run_files import is_remote, run_directory
+
+    workdir = run_directory(_WORKDIR.value)  # local or gs://; any other scheme is bad input
     import jax
 
     from opdlm_jax.compilation_cache import enable_compilation_cache
@@ -61,22 +64,25 @@ def main(argv) -> int:
 
     enable_compilation_cache()  # a resumed or repeated run loads its compiled step from disk
     initialize_distributed()  # a no-op on one host; joins the other workers on a TPU pod slice
-    workdir = Path(_WORKDIR.value)
-    print("config:\n" + str(config))
-    print(f"devices: {jax.device_count()} x {jax.devices()[0].platform} "
-          f"({jax.process_count()} process(es))", flush=True)
+    if jax.process_index() == 0:  # the other workers' logs carry only what is theirs
+        print("config:\n" + str(config))
+    print(f"process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} local of "
+          f"{jax.device_count()} x {jax.devices()[0].platform} devices", flush=True)
     experiment = config.get("experiment", "train")
     if experiment == "train":
         return _train(config, workdir)
     from experiments import runners
 
+    if is_remote(workdir):
+        raise BadInput(f"--workdir {workdir}: experiment {experiment!r} writes to a local directory only")
+    workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1, default=str))
     runners.run(experiment, config, workdir)
     return EXIT_OK
 
 
-def _train(config, workdir: Path) -> int:
+def _train(config, workdir) -> int:
     """train() writes config.json itself once the run is accepted; preemption is exit 75."""
     from opdlm_jax.train.loop import train
 

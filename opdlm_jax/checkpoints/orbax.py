@@ -61,9 +61,7 @@ def verify_item(meta: dict, name: str, tree: Any, where: str) -> None:
 
 class RunCheckpointer:
     def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3, async_save: bool = True):
-        self.directory = epath.Path(directory)
-        if not _is_remote(self.directory):
-            self.directory = epath.Path(Path(directory).absolute())
+        self.directory = as_epath(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
@@ -172,15 +170,21 @@ class RunCheckpointer:
         self.manager.close()
 
 
-def _is_remote(path: epath.Path) -> bool:
-    return "://" in str(path)
+def as_epath(path: str | os.PathLike) -> epath.Path:
+    """Local paths made absolute (Orbax wants them so), URLs (gs://) as they are."""
+    return epath.Path(path) if is_remote(path) else epath.Path(Path(path).absolute())
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """A URL-style path (gs://...) rather than a local one."""
+    return "://" in (path if isinstance(path, str) else str(path))
 
 
 def restore_params(directory: str | os.PathLike, abstract_params: Any, step: int | None = None) -> tuple[Any, dict]:
     """Params only (no optimizer state) onto the shardings of `abstract_params` -> (params, meta).
 
     Verified against the checkpoint's fingerprints; without `step`, the newest good checkpoint."""
-    manager = ocp.CheckpointManager(Path(directory).absolute(), item_names=("params", "meta"),
+    manager = ocp.CheckpointManager(as_epath(directory), item_names=("params", "meta"),
                                     options=ocp.CheckpointManagerOptions(read_only=True))
     steps = sorted(manager.all_steps())
     if not steps:
@@ -213,11 +217,11 @@ def load_model_from_run(run_dir: str | os.PathLike, step: int | None = None, dty
     """
     from opdlm_jax.checkpoints.loading import load_model
 
-    run_dir = Path(run_dir)
+    run_dir = as_epath(run_dir)
     ckpt_dir = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
     if not ckpt_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
-    manager = ocp.CheckpointManager(ckpt_dir.absolute(), item_names=("meta",),
+    manager = ocp.CheckpointManager(ckpt_dir, item_names=("meta",),
                                     options=ocp.CheckpointManagerOptions(read_only=True))
     steps = sorted(manager.all_steps())
     if not steps:
@@ -227,7 +231,7 @@ def load_model_from_run(run_dir: str | os.PathLike, step: int | None = None, dty
     base = load_model(meta["student"], dtype=dtype or meta.get("dtype", "float32"),
                       scan_layers=meta.get("scan_layers", False))
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                           sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])),
+                                                           sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0])),
                             base.params)
     params, _ = restore_params(ckpt_dir, abstract, step=step)
     base.params = params

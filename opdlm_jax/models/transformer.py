@@ -204,4 +204,6 @@ class Transformer(nn.Module):
             weight, dims = self.lm_head.astype(c.jnp_dtype), ((hidden.ndim - 1,), (0,))
         logits = jax.lax.dot_general(hidden.astype(c.jnp_dtype), weight, (dims, ((), ())),
                                      preferred_element_type=jnp.float32)
-        return _constrain(logits, ("batch", "length", "vocab"))
+        # Decoding unembeds one position per row ([B, d] -> [B, V]); training whole sequences.
+        names = {2: ("batch", "vocab"), 3: ("batch", "length", "vocab")}.get(logits.ndim)
+        return logits if names is None else _constrain(logits, names)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
-from pathlib import Path
+
+from etils import epath
 from typing import Any, Callable
 
 import jax
@@ -33,7 +35,7 @@ from opdlm_jax.train.batch_inputs import step_inputs
 from opdlm_jax.train.flops import full_step_flops, paper_flops
 from opdlm_jax.train.metrics_writer import MetricsWriter
 from opdlm_jax.train.preemption import PreemptionGuard
-from opdlm_jax.train.run_files import truncate_jsonl, write_json
+from opdlm_jax.train.run_files import is_remote, run_directory, truncate_jsonl, write_json
 from opdlm_jax.train.run_identity import FILENAME as run_identity_file
 from opdlm_jax.train.run_identity import check_same_run, identity_from_meta, run_identity, stored_identity
 from opdlm_jax.train.setup import Setup, build_setup
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 EvalFn = Callable[[Any, int], dict]
 
 
-def make_data_iterator(config, setup: Setup, workdir: Path):
+def make_data_iterator(config, setup: Setup, workdir: epath.Path):
     tok = setup.teacher.tokenizer
     if config.method == "corpus":
         from opdlm_jax.data.corpus import CorpusWindows, corpus_text
@@ -62,8 +64,10 @@ def make_data_iterator(config, setup: Setup, workdir: Path):
     # the same on every process (a checkpoint from 2 processes resumes in 1). Reading a batch's
     # records costs far less than a step; per-process grain shards would make the order depend on
     # the process count.
-    # The tfds array_record dataset is built once per data_dir (default: this run's workdir).
-    data_dir = config.data.data_dir or str(workdir / "tfds")
+    # The tfds array_record dataset is built once per data_dir (default: this run's workdir, or
+    # for a remote workdir a local cache: derived data, rebuilt in seconds on a new host).
+    data_dir = config.data.data_dir or (os.path.expanduser("~/.cache/opdlm_jax/tfds") if is_remote(workdir)
+                                        else os.fspath(workdir / "tfds"))
     make = functools.partial(make_prompt_iterator, config.data.train, tok, config.batch_size, seed=config.seed,
                              max_prompt_tokens=config.data.max_prompt_tokens,
                              on_too_long=config.data.on_too_long, data_dir=data_dir, chat_format=fmt,
@@ -79,13 +83,13 @@ def make_data_iterator(config, setup: Setup, workdir: Path):
     return make()
 
 
-def train(config, workdir: str | Path, eval_fn: EvalFn | None = None, setup: Setup | None = None,
+def train(config, workdir: str | os.PathLike | epath.Path, eval_fn: EvalFn | None = None, setup: Setup | None = None,
           progress: bool = True) -> dict:
     """Run (or resume) training in `workdir` -> dict(metrics, state, preempted, status).
 
     Raises BadInput when `workdir` holds a run with other settings (before anything is written),
     RunStopped when no checkpoint is usable or a step turns non-finite (nothing bad is saved)."""
-    workdir = Path(workdir)
+    workdir = run_directory(workdir)  # local or gs:// (etils.epath); BadInput for anything else
     identity = run_identity(config)
     stored = stored_identity(workdir)
     if stored is not None:
@@ -218,7 +222,7 @@ def _host_metrics(metrics: dict) -> dict:
     return jax.tree.map(host_value, metrics)
 
 
-def _accept_run(workdir: Path, config, identity: dict, start: int) -> None:
+def _accept_run(workdir: epath.Path, config, identity: dict, start: int) -> None:
     """The run is accepted: record what it is and cut the logs back to the step it starts from."""
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / run_identity_file, identity)
@@ -230,7 +234,7 @@ def _accept_run(workdir: Path, config, identity: dict, start: int) -> None:
 
 
 def _stop_non_finite(rl_step: int, metrics: dict, ckpt: RunCheckpointer, abstract: TrainState,
-                     summary_dir: Path | None) -> None:
+                     summary_dir: epath.Path | None) -> None:
     """Stop the run: step `rl_step` produced NaN/inf; nothing of it is saved."""
     good = ckpt.newest_good_step(abstract.params, abstract.opt_state)
     where = (f"the newest checkpoint verified finite is step {good} in {ckpt.directory}" if good is not None

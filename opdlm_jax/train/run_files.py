@@ -8,8 +8,30 @@ from __future__ import annotations
 
 import json
 import os
+from urllib.parse import urlparse
 
 from etils import epath
+
+from opdlm_jax.checkpoints.orbax import is_remote
+from opdlm_jax.errors import BadInput
+
+__all__ = ["REMOTE_SCHEMES", "atomic_write_text", "is_remote", "run_directory", "truncate_jsonl", "write_json"]
+
+# Where a run may live: local paths, and Google Cloud Storage (what Orbax, tfds and epath all
+# support on a TPU VM; gcsfs is the epath backend without TensorFlow).
+REMOTE_SCHEMES = ("gs",)
+
+
+def run_directory(workdir) -> epath.Path:
+    """The workdir as an epath (local or gs://); any other scheme is a BadInput at start-up."""
+    text = str(workdir)
+    if "://" in text:
+        scheme = urlparse(text).scheme
+        if scheme not in REMOTE_SCHEMES:
+            raise BadInput(f"--workdir {text}: {scheme}:// is not supported; use a local path or "
+                           + ", ".join(f"{s}://" for s in REMOTE_SCHEMES))
+        return epath.Path(text)
+    return epath.Path(os.path.abspath(text))
 
 
 def atomic_write_text(path: epath.Path, text: str) -> None:

@@ -125,6 +125,21 @@ def run_shardings(mesh, student_config: ModelConfig, teacher_config: ModelConfig
                 teacher=param_shardings(teacher_config, mesh))
 
 
+def abstract_start_up(student_config: ModelConfig, teacher_config: ModelConfig, optimizer, mesh) -> tuple[Any, Any]:
+    """(train state, teacher params) as ShapeDtypeStructs carrying the run's shardings: what the
+    trainer's start-up creates, planned without allocating anything (the AOT tool's inputs)."""
+    from opdlm_jax.models.forward import init_params
+    from opdlm_jax.sharding import abstract_with_shardings
+
+    key = jax.random.PRNGKey(0)
+    abstract_params = jax.eval_shape(lambda r: init_params(student_config, r), key)
+    abstract_state = jax.eval_shape(lambda p: init_train_state(p, optimizer), abstract_params)
+    abstract_teacher = jax.eval_shape(lambda r: init_params(teacher_config, r), key)
+    shardings = run_shardings(mesh, student_config, teacher_config, abstract_params, optimizer)
+    return (abstract_with_shardings(abstract_state, shardings["state"]),
+            abstract_with_shardings(abstract_teacher, shardings["teacher"]))
+
+
 def load_models(config: ml_collections.ConfigDict) -> tuple[LoadedModel, ModelConfig, Any]:
     """(teacher, student config, student init params); rejects mismatched tokenizers."""
     numerics = dict(scan_layers=config.scan_layers, remat_policy=config.remat_policy)
