@@ -40,6 +40,11 @@ def build_layout(batch: RolloutBatch, masked: jnp.ndarray, mask_id: int, block_s
     return TrainingLayout(tokens, positions, valid, mask)
 
 
+def layout_structure(width: int, length: int, block_size: int) -> masks.StaticMask:
+    """The static column pattern of `build_layout`'s mask (what splash attention compiles)."""
+    return masks.StaticMask("training_layout", block_size, offset=width, length=length)
+
+
 def student_prediction_columns(width: int, length: int, block_size: int, alignment: str) -> jnp.ndarray:
     """Column of the layout whose output predicts response token i, for i in [0, L).
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from opdlm_jax.diffusion.layout import build_layout, student_prediction_columns
+from opdlm_jax.diffusion.layout import build_layout, layout_structure, student_prediction_columns
 from opdlm_jax.diffusion.rollout_batch import RolloutBatch
 from opdlm_jax.models import forward, unembed
 from opdlm_jax.models.config import ModelConfig
@@ -32,8 +32,9 @@ def student_hidden(config: ModelConfig, params: dict, batch: RolloutBatch, maske
                    mask_id: int, block_size: int, alignment: str) -> jnp.ndarray:
     """Hidden states [B, L, d] whose logits are the student's predictions of response tokens."""
     layout = build_layout(batch, masked, mask_id, block_size)
+    width, length = batch.prompt_tokens.shape[1], batch.response.shape[1]
     hidden = forward(config, params, layout.tokens, positions=layout.positions, valid=layout.valid,
-                     mask=layout.mask, return_hidden=True)
-    cols = student_prediction_columns(batch.prompt_tokens.shape[1], batch.response.shape[1],
-                                      block_size, alignment)
+                     mask=layout.mask, structure=layout_structure(width, length, block_size),
+                     return_hidden=True)
+    cols = student_prediction_columns(width, length, block_size, alignment)
     return hidden[:, cols]

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 
 FAMILIES = ("llama", "qwen2", "qwen3")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+# auto: splash (block-sparse flash) attention on TPU for the static training masks, dense elsewhere.
+ATTENTION_IMPLS = ("auto", "dense", "splash")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -43,6 +45,7 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype of matmuls; softmax, norms and logits stay float32
     scan_layers: bool = False
     remat_policy: str = "none"
+    attention: str = "auto"  # see ATTENTION_IMPLS; "splash" off TPU runs Pallas interpret mode
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -57,6 +60,8 @@ class ModelConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {tuple(_DTYPES)}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy={self.remat_policy!r}; expected one of {REMAT_POLICIES}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"attention={self.attention!r}; expected one of {ATTENTION_IMPLS}")
         if isinstance(self.rope_scaling, Mapping):
             object.__setattr__(self, "rope_scaling", freeze_rope_scaling(self.rope_scaling))
         if self.mask_token_id is not None and not 0 <= self.mask_token_id < self.vocab_size:

@@ -13,7 +13,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from opdlm_jax.models.attention_choice import attention_platform
 from opdlm_jax.models.config import ModelConfig
+from opdlm_jax.models.masks import StructuredMask
 from opdlm_jax.models.rope import apply_rotary
 
 LayerCache = Any  # (k, v) arrays [B, S, kv_heads, head_dim] or None
@@ -102,17 +104,30 @@ class Attention(nn.Module):
             v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), cache_index, axis=1)
             new_cache = (k, v)
 
-        b, t = q.shape[:2]
-        q = q.reshape(b, t, kv, h // kv, hd)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(dt),
-                            preferred_element_type=jnp.float32) * (hd ** -0.5)
-        scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dt)).reshape(b, t, h, hd)
+        if isinstance(mask, StructuredMask):
+            out = _splash(q, k.astype(dt), v.astype(dt), mask, layer_cache is not None)
+        else:
+            b, t = q.shape[:2]
+            q = q.reshape(b, t, kv, h // kv, hd)
+            scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(dt),
+                                preferred_element_type=jnp.float32) * (hd ** -0.5)
+            scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+            probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+            out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dt)).reshape(b, t, h, hd)
         out = _constrain(out, ("batch", "length", "q_heads", "head_dim"))
         out = Projection((h, hd, d), ("q_heads", "head_dim", "embed"), 2, False, dt, pdt,
                          name="o_proj")(out)
         return out, new_cache
+
+
+def _splash(q, k, v, mask: StructuredMask, cached: bool):
+    if cached:
+        raise ValueError("splash attention serves full (uncached) passes only; the KV cache uses "
+                         "dense masks")
+    # Pallas is imported only on this path.
+    from opdlm_jax.models.splash import splash_attention
+    return splash_attention(q, k, v, mask.valid, mask.structure,
+                            interpret=attention_platform() != "tpu")
 
 
 class MLP(nn.Module):
