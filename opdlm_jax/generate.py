@@ -1,8 +1,11 @@
 """Command-line decoding: `python -m opdlm_jax.generate --model smollm2-135m --prompt "..." --chat`.
 
-Decodes with the AR teacher (`--mode ar`) or as a block-diffusion student (`--mode diffusion`),
-streams the completion block by block, then prints NFE, tokens per round and tokens per second
-(or, with `--json`, one JSON object per prompt).
+`--model` decodes the AR model token by token (the teacher); `--checkpoint RUN` decodes a trained
+run's student as block diffusion with the block size, alignment and mask token it was trained
+with (flags override them, with a warning). `--mode diffusion` on a plain model decodes the
+*unconverted* student, which writes gibberish until it is trained. The completion streams as it
+is produced (tokens for AR, blocks for diffusion), then NFE, tokens per round and tokens per
+second are printed (or, with `--json`, one JSON object per prompt).
 """
 from __future__ import annotations
 
@@ -10,79 +13,77 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence, TextIO
 
 from opdlm_jax.cli_errors import ArgumentParser, run_cli
-from opdlm_jax.data.chat_format import chat_prompt_ids
-from opdlm_jax.decoding.config import ALIGNMENTS, SamplerConfig
+from opdlm_jax.decoding.config import ALIGNMENTS
 from opdlm_jax.decoding.strategies import STRATEGIES
-from opdlm_jax.decoding.sampling import SamplingParams
 from opdlm_jax.errors import BadInput
+from opdlm_jax.text_generation import (Decoding, check_length_budget, completion_text, decode_ids,
+                                       decoding_settings, encode, load, sampling_params)
+
+
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows `(default: X)` where a default is a value; None / False defaults are explained in
+    the help text itself (the run's setting, off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="opdlm-generate", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="opdlm-generate", description=__doc__.split("\n\n")[1].replace("\n", " "),
+                       formatter_class=_DefaultsHelp)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="HF directory, .gguf file or preset name (e.g. smollm2-135m)")
-    src.add_argument("--checkpoint", help="Orbax run directory of a training run (latest step)")
-    p.add_argument("--step", type=int, default=None, help="with --checkpoint: a given step")
+    src.add_argument("--checkpoint", help="a training run's directory (its latest checkpoint)")
+    p.add_argument("--step", type=int, default=None, help="with --checkpoint: this step instead of the latest")
     text = p.add_mutually_exclusive_group(required=True)
     text.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     text.add_argument("--prompt-file", help="a file with one prompt per line")
     p.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
-    p.add_argument("--mode", choices=("ar", "diffusion"), default="diffusion")
-    p.add_argument("--strategy", default="low_confidence_static")
-    p.add_argument("--threshold", type=float, default=0.9)
-    p.add_argument("--entropy-bound", type=float, default=0.5)
-    p.add_argument("--block-size", type=int, default=4)
+    p.add_argument("--mode", choices=("ar", "diffusion"), default=None,
+                   help="default: ar for --model, diffusion for --checkpoint")
+    p.add_argument("--strategy", default="low_confidence_static", metavar="NAME",
+                   help=f"diffusion unmasking: {', '.join(STRATEGIES)}")
+    p.add_argument("--threshold", type=float, default=0.9, help="low_confidence_dynamic: confidence to unmask")
+    p.add_argument("--entropy-bound", type=float, default=0.5, help="entropy_bounded: entropy budget per round")
+    p.add_argument("--block-size", type=int, default=None, help="default: the run's, else 4")
     p.add_argument("--steps-per-block", type=int, default=None, help="default: the block size")
-    p.add_argument("--alignment", default="same_position")
+    p.add_argument("--alignment", default=None, metavar="NAME",
+                   help=f"{', '.join(ALIGNMENTS)}; default: the run's, else same_position")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="length budget (diffusion: whole blocks)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                   help="default: float32, or the run's")
     p.add_argument("--json", action="store_true", help="one JSON object per prompt, no streaming")
     return p
 
 
-def validate(args: argparse.Namespace) -> tuple[SamplerConfig, SamplingParams]:
-    """Turn arguments into settings; raise BadInput with a one-line reason."""
-    if args.strategy not in STRATEGIES:
-        raise BadInput(f"unknown strategy {args.strategy!r}; choose from {', '.join(STRATEGIES)}")
-    if args.alignment not in ALIGNMENTS:
-        raise BadInput(f"unknown alignment {args.alignment!r}; choose from {', '.join(ALIGNMENTS)}")
-    if not 0.0 <= args.threshold <= 1.0:
-        raise BadInput(f"--threshold {args.threshold} is outside [0, 1]")
-    if args.block_size < 1:
-        raise BadInput(f"--block-size {args.block_size} must be >= 1")
-    if args.mode == "diffusion" and args.max_new_tokens % args.block_size:
-        raise BadInput(f"--block-size {args.block_size} does not divide --max-new-tokens "
-                         f"{args.max_new_tokens}")
-    if args.max_new_tokens < 1:
-        raise BadInput(f"--max-new-tokens {args.max_new_tokens} must be >= 1")
-    sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                              greedy=args.temperature == 0)
-    steps = args.steps_per_block or args.block_size
-    sampler = SamplerConfig(block_size=args.block_size, steps_per_block=steps, strategy=args.strategy,
-                            threshold=args.threshold, entropy_bound=args.entropy_bound,
-                            sampling=sampling, alignment=args.alignment)
-    return sampler, sampling
+def validate(args: argparse.Namespace, run_meta: dict | None) -> Decoding:
+    """Turn arguments (and the run's meta) into settings; BadInput with a one-line reason."""
+    try:
+        decoding = decoding_settings(
+            run_meta, mode=args.mode, block_size=args.block_size, alignment=args.alignment,
+            steps_per_block=args.steps_per_block, strategy=args.strategy, threshold=args.threshold,
+            entropy_bound=args.entropy_bound, sampling=sampling_params(args.temperature, args.top_k, args.top_p))
+        check_length_budget(decoding, args.max_new_tokens)
+    except BadInput as e:  # name the flags: "threshold 1.5" -> "--threshold 1.5"
+        raise BadInput(_as_flags(str(e))) from None
+    return decoding
 
 
-def load(args: argparse.Namespace):
-    if args.checkpoint:
-        from opdlm_jax.checkpoints.orbax import load_model_from_run
-
-        return load_model_from_run(args.checkpoint, step=args.step, dtype=args.dtype)
-    import jax
-
-    from opdlm_jax.checkpoints.loading import load_model
-
-    model = load_model(args.model, dtype=args.dtype)
-    model.params = jax.device_put(model.params)  # once, not on every decode call
-    return model
+def _as_flags(message: str) -> str:
+    for words, flag in (("threshold ", "--threshold "), ("block size ", "--block-size "),
+                        ("max new tokens ", "--max-new-tokens "), ("steps per block ", "--steps-per-block "),
+                        ("temperature ", "--temperature ")):
+        message = message.replace(words, flag)
+    return message
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
@@ -97,64 +98,65 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
-def encode(model, prompt: str, chat: bool) -> list[int]:
-    if chat:  # formatted as training formats a chat record (no suffix)
-        return chat_prompt_ids(model.tokenizer, prompt)
-    return list(model.tokenizer.encode(prompt, add_special_tokens=False))
+class Streamer:
+    """Prints sequence 0's completion as it is produced: `on_block` (diffusion, a block at a time)
+    is called from inside the jitted decoder; text is decoded from all ids so far, so multi-token
+    characters print whole."""
 
+    def __init__(self, model, out: TextIO):
+        self.model, self.out = model, out
+        self.stop = set(model.stop_token_ids)
+        self.ids: list[int] = []
+        self.printed = ""
+        self.done = False
 
-def _streamer(model, out):
-    """Host callback printing each finished block of sequence 0 as it arrives."""
-    stop = set(model.stop_token_ids)
-    state = {"done": False}
-
-    def on_block(block_index, block_tokens, was_active):
-        if state["done"] or not bool(was_active[0]):
-            return
-        ids = []
-        for t in block_tokens[0].tolist():
-            if t in stop:
-                state["done"] = True
+    def _emit(self, tokens: Sequence[int]) -> None:
+        for t in tokens:
+            if t in self.stop:
+                self.done = True
                 break
-            ids.append(t)
-        out.write(model.tokenizer.decode(ids, skip_special_tokens=True))
-        out.flush()
+            self.ids.append(int(t))
+        text = self.model.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # a character still cut between tokens: wait for the rest
+            self.out.write(text[len(self.printed):])
+            self.out.flush()
+            self.printed = text
 
-    return on_block
+    def on_block(self, block_index, block_tokens, was_active) -> None:
+        if not self.done and bool(was_active[0]):
+            self._emit(block_tokens[0].tolist())
 
 
-def run(args: argparse.Namespace, out=sys.stdout) -> int:
-    from opdlm_jax.decoding.api import generate_ar, generate_diffusion
+def _stats_line(result) -> str:
+    return (f"[nfe={result.nfe} tokens/round={result.tokens_per_round:.2f} "
+            f"tokens/s={result.tokens_per_second:.1f} compile={result.compile_seconds:.1f}s]")
 
-    sampler, sampling = validate(args)
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    from opdlm_jax.checkpoints.orbax import read_run_meta
+
+    run_meta = read_run_meta(args.checkpoint, args.step) if args.checkpoint else None  # cheap: before the model
+    decoding = validate(args, run_meta)
     prompts = read_prompts(args)
-    model = load(args)
-    if args.mode == "diffusion" and model.mask_token_id is None:
-        raise BadInput("diffusion decoding needs a mask token; the tokenizer has none")
-    pad_id = model.pad_id
+    for note in decoding.notes:
+        print(note, file=err, flush=True)
+    model = load(model=args.model, checkpoint=args.checkpoint, step=args.step, dtype=args.dtype)
     for prompt in prompts:
         ids = encode(model, prompt, args.chat)
-        if args.mode == "ar":
-            result = generate_ar(model.config, model.params, [ids], sampling=sampling,
-                                 max_new_tokens=args.max_new_tokens, stop_ids=model.stop_token_ids,
-                                 pad_id=pad_id, banned_ids=(model.mask_token_id,), seed=args.seed)
-        else:
-            result = generate_diffusion(
-                model.config, model.params, [ids], sampler=sampler, max_new_tokens=args.max_new_tokens,
-                stop_ids=model.stop_token_ids, mask_id=model.mask_token_id, pad_id=pad_id,
-                seed=args.seed, on_block=None if args.json else _streamer(model, out))
-        completion_ids = [t for t in result.token_ids[0] if t not in set(model.stop_token_ids)]
-        text = model.tokenizer.decode(completion_ids, skip_special_tokens=True)
+        streamer = None if args.json else Streamer(model, out)
+        on_block: Callable | None = streamer.on_block if streamer and decoding.mode == "diffusion" else None
+        result = decode_ids(model, [ids], decoding, args.max_new_tokens, seed=args.seed, on_block=on_block)
+        text = completion_text(model, result.token_ids[0])
         if args.json:
             out.write(json.dumps({"prompt": prompt, "completion": text, "token_ids": result.token_ids[0],
-                                  "nfe": result.nfe, "tokens_per_round": result.tokens_per_round,
+                                  "mode": decoding.mode, "nfe": result.nfe,
+                                  "tokens_per_round": result.tokens_per_round,
                                   "tokens_per_second": result.tokens_per_second,
                                   "compile_seconds": result.compile_seconds}) + "\n")
         else:
-            if args.mode == "ar":
-                out.write(text)
-            out.write(f"\n[nfe={result.nfe} tokens/round={result.tokens_per_round:.2f} "
-                      f"tokens/s={result.tokens_per_second:.1f} compile={result.compile_seconds:.1f}s]\n")
+            if on_block is None:  # AR: the whole completion once decoded
+                streamer._emit(result.token_ids[0])
+            out.write("\n" + _stats_line(result) + "\n")
         out.flush()
     return 0
 

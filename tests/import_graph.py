@@ -13,10 +13,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "opdlm_jax"
 
-# Top to bottom. The command-line modules (generate, export) sit on top of the library.
+# Top to bottom. The command-line modules (generate, export, chat, lm_eval) and the text-generation
+# API sit on top of the library.
 LAYERS = ("cli", "train", "eval", "distill", "diffusion", "decoding", "checkpoints", "data", "sharding",
           "models", "compilation_cache", "errors")
-_CLI_MODULES = ("generate", "export", "cli_errors", "__init__")
+_CLI_MODULES = ("generate", "export", "chat", "lm_eval", "text_generation", "cli_errors", "__init__")
 
 
 def unit_of(module: str) -> str:
@@ -73,7 +74,8 @@ def markdown() -> str:
     for unit in LAYERS:
         targets = sorted(graph.get(unit, ()), key=LAYERS.index)
         module = unit in ("sharding", "compilation_cache", "errors")
-        name = "generate.py, export.py, cli_errors.py (CLIs)" if unit == "cli" else f"{unit}{'.py' if module else '/'}"
+        name = ("generate.py, export.py, chat.py, lm_eval.py, text_generation.py, cli_errors.py (CLIs and the "
+                "text API)") if unit == "cli" else f"{unit}{'.py' if module else '/'}"
         lines.append(f"- `{name}` -> " + (", ".join(f"`{t}`" for t in targets) if targets else "nothing of ours"))
     return "\n".join(lines)
 

@@ -44,6 +44,19 @@ def test_export_loads_in_transformers_with_equal_logits(run_dir, tmp_path):
         ref = hf(torch.tensor(tokens)).logits.numpy()
     mine = np.asarray(forward(ours.config, ours.params, tokens, mode="causal"))
     assert np.abs(ref - mine).max() <= 1e-4
+    # The run's decoding settings travel in config.json ("opdlm") and a README says what it is for;
+    # loading the export with our loader brings them back (it decodes as the run did).
+    section = json.loads((tmp_path / "hf" / "config.json").read_text())["opdlm"]
+    meta = ours.run_meta
+    assert (section["block_size"], section["alignment"], section["mask_token_id"]) == \
+        (meta["block_size"], meta["alignment"], meta["mask_token_id"])
+    assert section["decoding"]["strategy"] == "low_confidence_static"
+    assert hf.config.opdlm["alignment"] == meta["alignment"]  # transformers keeps the extra field
+    readme = (tmp_path / "hf" / "README.md").read_text()
+    assert "opdlm-generate --model" in readme and f"Block size {meta['block_size']}" in readme
+    from opdlm_jax import load_model
+
+    assert load_model(tmp_path / "hf").run_meta["alignment"] == meta["alignment"]
 
 
 def test_export_parity_report_on_a_run(run_dir, tmp_path):

@@ -7,6 +7,7 @@ chat template, stop tokens and the mask token id.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ class LoadedModel:
     chat_template: str | None
     stop_token_ids: tuple[int, ...]
     mask_token_id: int | None
+    # A training run's checkpoint meta (block_size, alignment, mask_token_id, teacher, ...) when
+    # loaded from a run (`checkpoints.orbax.load_model_from_run`); None for a plain model.
+    run_meta: dict | None = None
 
     @property
     def pad_id(self) -> int:
@@ -126,4 +130,14 @@ def load_model(path_or_preset: str | os.PathLike, dtype: str = "float32", param_
     return LoadedModel(
         config=config, params=params, tokenizer=tokenizer, chat_template=tokenizer.chat_template,
         stop_token_ids=stop_token_ids(tokenizer, config, generation_config),
-        mask_token_id=mask_token_id)
+        mask_token_id=mask_token_id, run_meta=exported_run_meta(path))
+
+
+def exported_run_meta(path: Path) -> dict | None:
+    """The `opdlm` section `opdlm_jax.export` writes into an exported student's config.json (its
+    block size, alignment, mask token, decoding defaults), so the export decodes as its run does."""
+    config_file = path / "config.json" if path.is_dir() else None
+    if config_file is None or not config_file.is_file():
+        return None
+    section = json.loads(config_file.read_text(encoding="utf-8")).get("opdlm")
+    return dict(section) if isinstance(section, dict) else None

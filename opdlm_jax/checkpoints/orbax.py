@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from opdlm_jax.checkpoints.integrity import fingerprint, mismatched_leaves
-from opdlm_jax.errors import RunStopped
+from opdlm_jax.errors import BadInput, RunStopped
 
 log = logging.getLogger(__name__)
 ITEMS = ("params", "opt_state", "data", "meta")
@@ -184,8 +184,7 @@ def restore_params(directory: str | os.PathLike, abstract_params: Any, step: int
     """Params only (no optimizer state) onto the shardings of `abstract_params` -> (params, meta).
 
     Verified against the checkpoint's fingerprints; without `step`, the newest good checkpoint."""
-    manager = ocp.CheckpointManager(as_epath(directory), item_names=("params", "meta"),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    manager = _read_only_manager(directory, ("params", "meta"))
     steps = sorted(manager.all_steps())
     if not steps:
         raise FileNotFoundError(f"no checkpoint in {directory}")
@@ -210,24 +209,60 @@ def restore_params(directory: str | os.PathLike, abstract_params: Any, step: int
     raise CorruptCheckpoint(f"no usable checkpoint in {directory}: " + "; ".join(problems))
 
 
-def load_model_from_run(run_dir: str | os.PathLike, step: int | None = None, dtype: str | None = None):
-    """A training run's student as a LoadedModel (tokenizer and config from the run's base model).
+class _DropReadOnlyNotice(logging.Filter):
+    """Orbax warns 'Given directory is read only' each time a run is opened for reading: that is
+    what we asked for, so it says nothing to a user."""
 
-    `run_dir` is the experiment workdir (holding `checkpoints/`) or the checkpoints folder itself.
-    """
-    from opdlm_jax.checkpoints.loading import load_model
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Given directory is read only")
 
+
+logging.getLogger("absl").addFilter(_DropReadOnlyNotice())
+
+
+def run_checkpoint_dir(run_dir: str | os.PathLike) -> epath.Path:
+    """A run's checkpoints folder: `run_dir/checkpoints`, or `run_dir` itself when it is one
+    (local or gs://)."""
     run_dir = as_epath(run_dir)
     ckpt_dir = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
     if not ckpt_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run directory")
-    manager = ocp.CheckpointManager(ckpt_dir, item_names=("meta",),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+        raise BadInput(f"{run_dir}: no such run directory")
+    return ckpt_dir
+
+
+def _read_only_manager(ckpt_dir: str | os.PathLike, item_names: tuple[str, ...]) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(as_epath(ckpt_dir), item_names=item_names,
+                                 options=ocp.CheckpointManagerOptions(read_only=True))
+
+
+def read_run_meta(run_dir: str | os.PathLike, step: int | None = None) -> dict:
+    """The `meta` item a training run saved with a checkpoint (default: the latest).
+
+    It holds what decoding the run's student needs: `block_size`, `alignment`, `mask_token_id`,
+    `teacher`, `student` (the base model's source), `dtype`, `scan_layers`, plus the step counts.
+    BadInput when the directory, a checkpoint or the given step is missing."""
+    ckpt_dir = run_checkpoint_dir(run_dir)
+    manager = _read_only_manager(ckpt_dir, ("meta",))
     steps = sorted(manager.all_steps())
     if not steps:
-        raise FileNotFoundError(f"no checkpoint in {ckpt_dir}")
-    meta = manager.restore(step if step is not None else steps[-1],
+        raise BadInput(f"no checkpoint in {ckpt_dir}")
+    if step is not None and step not in steps:
+        raise BadInput(f"{run_dir}: no step {step} (steps: {steps})")
+    return manager.restore(step if step is not None else steps[-1],
                            args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def load_model_from_run(run_dir: str | os.PathLike, step: int | None = None, dtype: str | None = None):
+    """A training run's student as a LoadedModel (tokenizer and config from the run's base model,
+    the mask token id the run trained with).
+
+    `run_dir` is the experiment workdir (holding `checkpoints/`) or the checkpoints folder itself.
+    The run's decoding settings (block size, alignment) are in `read_run_meta(run_dir)`.
+    """
+    from opdlm_jax.checkpoints.loading import load_model
+
+    ckpt_dir = run_checkpoint_dir(run_dir)
+    meta = read_run_meta(ckpt_dir, step)
     base = load_model(meta["student"], dtype=dtype or meta.get("dtype", "float32"),
                       scan_layers=meta.get("scan_layers", False))
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
@@ -235,4 +270,7 @@ def load_model_from_run(run_dir: str | os.PathLike, step: int | None = None, dty
                             base.params)
     params, _ = restore_params(ckpt_dir, abstract, step=step)
     base.params = params
+    if meta.get("mask_token_id") is not None:
+        base.mask_token_id = int(meta["mask_token_id"])
+    base.run_meta = meta
     return base

@@ -1,0 +1,196 @@
+"""Text in, text out: decode prompts with the AR teacher or a (trained) block-diffusion student.
+
+    import opdlm_jax
+
+    teacher = opdlm_jax.load_model("smollm2-135m")
+    opdlm_jax.generate_text(teacher, "What is the capital of France?")          # AR: the teacher
+
+    student = opdlm_jax.load_run("runs/demo/opdlm_shifted")  # a training run's latest checkpoint
+    opdlm_jax.generate_text(student, "What is the capital of France?")          # diffusion, the
+    # run's block size, alignment and mask token (model.run_meta); any of them can be overridden
+
+The defaults follow the model: a plain model decodes autoregressively (it is an AR model); a run's
+student decodes as block diffusion with the settings it was trained with. Decoding a plain model
+as diffusion is the *unconverted* student: its output is gibberish until OPD training.
+
+`decoding_settings` resolves those defaults (used by `opdlm-generate`, `opdlm-chat`, the lm-eval
+entry point and `experiments.evaluate`), `decode_ids` is the one call into the decoders
+(`opdlm_jax.decoding.api.generate_ar` / `generate_diffusion`) for token-id prompts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+from opdlm_jax.checkpoints.loading import LoadedModel
+from opdlm_jax.decoding.api import GenerationResult, generate_ar, generate_diffusion
+from opdlm_jax.decoding.config import ALIGNMENTS, SamplerConfig
+from opdlm_jax.decoding.sampling import SamplingParams
+from opdlm_jax.decoding.strategies import STRATEGIES
+from opdlm_jax.errors import BadInput
+
+MODES = ("ar", "diffusion")
+DEFAULT_BLOCK_SIZE = 4  # the paper's block size, for a model that brings none
+DEFAULT_ALIGNMENT = "same_position"  # the reference's student
+UNTRAINED_NOTE = ("note: decoding a plain model as block diffusion: this is the unconverted student, "
+                  "expect gibberish until it is trained with OPD (--mode ar decodes the teacher; "
+                  "--checkpoint RUN decodes a trained student)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+    """Resolved decoding settings: mode, the sampler (diffusion; its `sampling` serves AR too) and
+    one-line notes for the user (an override of the run's setting, an untrained student)."""
+    mode: str
+    sampler: SamplerConfig
+    notes: tuple[str, ...] = ()
+
+    @property
+    def sampling(self) -> SamplingParams:
+        return self.sampler.sampling
+
+
+def sampling_params(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0) -> SamplingParams:
+    """Greedy at temperature 0, else temperature / top-k / top-p sampling."""
+    if temperature < 0:
+        raise BadInput(f"temperature {temperature} must be >= 0")
+    return SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, greedy=temperature == 0)
+
+
+def decoding_settings(run_meta: Mapping | None, *, mode: str | None = None, block_size: int | None = None,
+                      alignment: str | None = None, steps_per_block: int | None = None,
+                      strategy: str = "low_confidence_static", threshold: float = 0.9,
+                      entropy_bound: float = 0.5, sampling: SamplingParams | None = None) -> Decoding:
+    """What the caller chose, else what the run was trained with (`run_meta`), else the defaults.
+
+    mode: diffusion for a run, ar for a plain model (run_meta None). block_size / alignment: the
+    run's (else 4 / same_position). steps_per_block: the block size (one token per round, the
+    authors' static decoding). A chosen alignment or block size that differs from the run's is
+    kept and noted. BadInput for an unknown mode, strategy or alignment, a threshold outside [0, 1]."""
+    meta = dict(run_meta or {})
+    mode = mode or ("diffusion" if run_meta is not None else "ar")
+    if mode not in MODES:
+        raise BadInput(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    if strategy not in STRATEGIES:
+        raise BadInput(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if alignment is not None and alignment not in ALIGNMENTS:
+        raise BadInput(f"unknown alignment {alignment!r}; choose from {', '.join(ALIGNMENTS)}")
+    if not 0.0 <= threshold <= 1.0:
+        raise BadInput(f"threshold {threshold} is outside [0, 1]")
+    if block_size is not None and block_size < 1:
+        raise BadInput(f"block size {block_size} must be >= 1")
+    notes = []
+    if mode == "diffusion":
+        for name, chosen in (("alignment", alignment), ("block size", block_size)):
+            trained = meta.get(name.replace(" ", "_"))
+            if chosen is not None and trained is not None and chosen != trained:
+                notes.append(f"warning: {name} {chosen} differs from the {trained} the run was trained "
+                             f"with; decoding with {chosen}")
+        if run_meta is None:
+            notes.append(UNTRAINED_NOTE)
+    block = int(block_size or meta.get("block_size", DEFAULT_BLOCK_SIZE))
+    steps = steps_per_block or block
+    if not 1 <= steps <= block:
+        raise BadInput(f"steps per block {steps} must be in [1, block size {block}]")
+    sampler = SamplerConfig(block_size=block, steps_per_block=steps, strategy=strategy, threshold=threshold,
+                            entropy_bound=entropy_bound, sampling=sampling or SamplingParams(greedy=True),
+                            alignment=alignment or meta.get("alignment", DEFAULT_ALIGNMENT))
+    return Decoding(mode, sampler, tuple(notes))
+
+
+def check_length_budget(decoding: Decoding, max_new_tokens: int) -> None:
+    """BadInput unless max_new_tokens >= 1 and (diffusion) a multiple of the block size."""
+    if max_new_tokens < 1:
+        raise BadInput(f"max new tokens {max_new_tokens} must be >= 1")
+    block = decoding.sampler.block_size
+    if decoding.mode == "diffusion" and max_new_tokens % block:
+        raise BadInput(f"block size {block} does not divide max new tokens {max_new_tokens}")
+
+
+def load(model: str | None = None, checkpoint: str | os.PathLike | None = None, *, step: int | None = None,
+         dtype: str | None = None) -> LoadedModel:
+    """A model (HF directory, .gguf, preset name) or a training run's student (`checkpoint`),
+    its parameters placed on the default device once (not on every decode call)."""
+    import jax
+
+    if (model is None) == (checkpoint is None):
+        raise BadInput("name one of model=... or checkpoint=...")
+    if checkpoint is not None:
+        from opdlm_jax.checkpoints.orbax import load_model_from_run
+
+        return load_model_from_run(checkpoint, step=step, dtype=dtype)  # restored onto the device
+    from opdlm_jax.checkpoints.loading import load_model
+
+    loaded = load_model(model, dtype=dtype or "float32")
+    loaded.params = jax.device_put(loaded.params)
+    return loaded
+
+
+def load_run(run_dir: str | os.PathLike, step: int | None = None, dtype: str | None = None) -> LoadedModel:
+    """A training run's student (latest checkpoint, or `step`) with the run's decoding settings in
+    `model.run_meta`; `generate_text` then decodes it as the run trained it."""
+    return load(checkpoint=run_dir, step=step, dtype=dtype)
+
+
+def encode(model: LoadedModel, prompt: str | Sequence[Mapping[str, str]], chat: bool = True) -> list[int]:
+    """Token ids of a prompt: a user message (or a list of chat messages) through the chat
+    template, ending with the assistant's turn; with chat=False the raw text."""
+    from opdlm_jax.data.chat_format import chat_prompt_ids
+
+    if not isinstance(prompt, str):  # a conversation: [{"role": ..., "content": ...}, ...]
+        ids = model.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True,
+                                                  return_dict=False)
+        return [int(t) for t in (ids["input_ids"] if isinstance(ids, Mapping) else ids)]
+    if chat:  # formatted as training formats a chat record (no suffix)
+        return chat_prompt_ids(model.tokenizer, prompt)
+    return list(model.tokenizer.encode(prompt, add_special_tokens=False))
+
+
+def completion_text(model: LoadedModel, token_ids: Sequence[int]) -> str:
+    """A completion's text: stop tokens dropped, special tokens skipped."""
+    stop = set(model.stop_token_ids)
+    return model.tokenizer.decode([t for t in token_ids if t not in stop], skip_special_tokens=True)
+
+
+def decode_ids(model: LoadedModel, prompts: Sequence[Sequence[int]], decoding: Decoding, max_new_tokens: int,
+               seed: int = 0, on_block: Callable | None = None, mesh: Any = None) -> GenerationResult:
+    """Decode token-id prompts (one batch) -> GenerationResult. The one place the CLIs call the
+    decoders. on_block: diffusion streaming, `(block_index, block_tokens [B, b], was_active [B])`.
+    mesh: split the batch over a `jax.sharding.Mesh` (every process passes the same prompts)."""
+    if decoding.mode == "ar":
+        banned = () if model.mask_token_id is None else (model.mask_token_id,)
+        return generate_ar(model.config, model.params, prompts, sampling=decoding.sampling,
+                           max_new_tokens=max_new_tokens, stop_ids=model.stop_token_ids, pad_id=model.pad_id,
+                           banned_ids=banned, seed=seed, mesh=mesh)
+    if model.mask_token_id is None:
+        raise BadInput("diffusion decoding needs a mask token; the model's tokenizer has none")
+    return generate_diffusion(model.config, model.params, prompts, sampler=decoding.sampler,
+                              max_new_tokens=max_new_tokens, stop_ids=model.stop_token_ids,
+                              mask_id=model.mask_token_id, pad_id=model.pad_id, seed=seed, on_block=on_block,
+                              mesh=mesh)
+
+
+def generate_text(model: LoadedModel, prompts: str | Sequence[str], *, mode: str | None = None,
+                  max_new_tokens: int = 64, chat: bool = True, block_size: int | None = None,
+                  alignment: str | None = None, steps_per_block: int | None = None,
+                  strategy: str = "low_confidence_static", threshold: float = 0.9, temperature: float = 0.0,
+                  top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> str | list[str]:
+    """Complete one prompt (-> str) or several (-> list[str], decoded as one batch).
+
+    model: from `opdlm_jax.load_model` (decodes AR by default) or `load_run` (decodes as the run's
+    block-diffusion student by default). mode: "ar" | "diffusion". chat: wrap each prompt in the
+    chat template as a user message. max_new_tokens: the length budget (diffusion: a multiple of
+    the block size). block_size, alignment: default to the run's. strategy:
+    low_confidence_static (steps_per_block rounds per block, default one token per round),
+    low_confidence_dynamic (every token above `threshold` per round), entropy_bounded, random.
+    temperature 0 = greedy. The completion stops at the model's stop token (not included)."""
+    decoding = decoding_settings(model.run_meta, mode=mode, block_size=block_size, alignment=alignment,
+                                 steps_per_block=steps_per_block, strategy=strategy, threshold=threshold,
+                                 sampling=sampling_params(temperature, top_k, top_p))
+    check_length_budget(decoding, max_new_tokens)
+    single = isinstance(prompts, str)
+    ids = [encode(model, p, chat) for p in ([prompts] if single else prompts)]
+    result = decode_ids(model, ids, decoding, max_new_tokens, seed=seed)
+    texts = [completion_text(model, t) for t in result.token_ids]
+    return texts[0] if single else texts
