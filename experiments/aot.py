@@ -274,7 +274,7 @@ def model_configs(spec: AotSpec):
 
     c = spec.config
     numerics = dict(dtype=c.dtype, param_dtype=c.param_dtype, scan_layers=c.scan_layers,
-                    remat_policy=c.remat_policy)
+                    remat_policy=c.remat_policy, attention=c.get("attention", "auto"))
     arch = lambda name: tiny_config().replace(**numerics) if name == TINY else preset_config(name, **numerics)  # noqa: E731
     teacher = arch(c.teacher)
     student = arch(c.student) if c.student and c.student != c.teacher else teacher

@@ -35,6 +35,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.param_dtype = "float32"
     c.scan_layers = True
     c.remat_policy = "none"
+    c.attention = "auto"  # auto: splash kernel on TPU, dense elsewhere | dense | splash (models.config)
     c.seed = 0
     c.steps = 30  # RL steps (rollout batches)
     c.batch_size = 8  # prompts per RL step

@@ -145,9 +145,11 @@ def load_models(config: ml_collections.ConfigDict) -> tuple[LoadedModel, ModelCo
     numerics = dict(scan_layers=config.scan_layers, remat_policy=config.remat_policy)
     teacher = load_model(config.teacher, dtype=config.dtype, param_dtype=config.param_dtype,
                          checkpoint_dir=config.teacher_dir or None, **numerics)
+    teacher = dataclasses.replace(teacher, config=teacher.config.replace(attention=config.attention))
     if not config.student or config.student == config.teacher:
         return teacher, teacher.config, teacher.params
     student = load_model(config.student, dtype=config.dtype, param_dtype=config.param_dtype, **numerics)
+    student = dataclasses.replace(student, config=student.config.replace(attention=config.attention))
     if (len(student.tokenizer) != len(teacher.tokenizer)
             or student.tokenizer.encode(_TOKENIZER_PROBE) != teacher.tokenizer.encode(_TOKENIZER_PROBE)):
         raise ConfigError(f"teacher={config.teacher!r} and student={config.student!r} have different "
