@@ -54,6 +54,7 @@ class DecodeSpec:
     temperature: float
     batch_size: int
     seed: int
+    mesh: Any = None  # decode each batch over these devices (all processes together); None: one device
 
 
 @dataclasses.dataclass
@@ -87,6 +88,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N rows of each benchmark")
     p.add_argument("--chunk-size", type=int, default=32, help="rows per resumable chunk")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per decode call")
+    p.add_argument("--shard", choices=("none", "all"), default="none",
+                   help="all: split each batch over this host's devices (several processes always "
+                        "split over every device)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=sandbox.DEFAULT_TIMEOUT_S,
@@ -118,6 +122,39 @@ def run_meta(run_dir: str, step: Optional[int]) -> dict:
                            args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
 
+def decode_mesh(shard: str):
+    """The devices the evaluation batch is split over: with several processes (a pod slice) all of
+    them, always; on one host all local devices with --shard all; else one device."""
+    import jax
+
+    if jax.process_count() == 1 and (shard == "none" or jax.device_count() == 1):
+        return None
+    from opdlm_jax.sharding import make_mesh
+
+    return make_mesh(data=-1, devices=jax.devices())
+
+
+def is_primary() -> bool:
+    """Process 0 scores and writes; the others only decode with it (no JAX imported: one process)."""
+    jax = sys.modules.get("jax")
+    return jax is None or jax.process_index() == 0
+
+
+def pending_everywhere(pending: Optional[list[int]], num_chunks: int) -> list[int]:
+    """The chunks still to do as process 0 sees them, on every process (other hosts may not see
+    OUT; all of them must decode the same batches together)."""
+    jax = sys.modules.get("jax")
+    if jax is None or jax.process_count() == 1:
+        return pending
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    todo = np.zeros(num_chunks, np.int32)
+    if pending is not None:
+        todo[pending] = 1
+    return [int(k) for k in np.flatnonzero(multihost_utils.broadcast_one_to_all(todo))]
+
+
 def load_source(args) -> tuple[Any, DecodeSpec, str]:
     """(LoadedModel, decoding settings, label) for --checkpoint / --model."""
     import jax
@@ -142,7 +179,8 @@ def load_source(args) -> tuple[Any, DecodeSpec, str]:
     spec = DecodeSpec(mode=mode, block_size=block if mode == "diffusion" else 1,
                       steps_per_block=args.steps_per_block or block, strategy=STRATEGIES[args.strategy],
                       threshold=args.threshold, alignment=args.alignment or meta.get("alignment", "same_position"),
-                      temperature=args.temperature, batch_size=args.batch_size, seed=args.seed)
+                      temperature=args.temperature, batch_size=args.batch_size, seed=args.seed,
+                      mesh=decode_mesh(args.shard))
     if mode == "diffusion" and model.mask_token_id is None:
         raise BadInput("diffusion decoding needs a mask token; the model's tokenizer has none")
     if mode == "diffusion" and not args.checkpoint and not args.label:
@@ -152,9 +190,9 @@ def load_source(args) -> tuple[Any, DecodeSpec, str]:
 
 def decode(model, prompts: Sequence[Sequence[int]], spec: DecodeSpec, max_new_tokens: int,
            seed: int) -> list[Decoded]:
-    """Decode every prompt once, `spec.batch_size` at a time. The one place that calls the decoders
-    (a sharded version replaces this function). The last batch is padded with copies of its last
-    prompt, so every call has the same shape and compiles once."""
+    """Decode every prompt once, `spec.batch_size` at a time, over `spec.mesh` when set (every
+    process runs the same calls; each gets all completions). The last batch is padded with copies
+    of its last prompt, so every call has the same shape and compiles once."""
     from opdlm_jax.decoding import SamplerConfig
     from opdlm_jax.decoding.api import generate_ar, generate_diffusion
     from opdlm_jax.decoding.sampling import SamplingParams
@@ -168,14 +206,15 @@ def decode(model, prompts: Sequence[Sequence[int]], spec: DecodeSpec, max_new_to
         if spec.mode == "ar":
             r = generate_ar(model.config, model.params, batch, sampling=sampling, max_new_tokens=max_new_tokens,
                             stop_ids=model.stop_token_ids, pad_id=model.pad_id,
-                            banned_ids=() if model.mask_token_id is None else (model.mask_token_id,), seed=seed)
+                            banned_ids=() if model.mask_token_id is None else (model.mask_token_id,), seed=seed,
+                            mesh=spec.mesh)
         else:
             sampler = SamplerConfig(block_size=spec.block_size, steps_per_block=spec.steps_per_block,
                                     strategy=spec.strategy, threshold=spec.threshold, sampling=sampling,
                                     alignment=spec.alignment)
             r = generate_diffusion(model.config, model.params, batch, sampler=sampler, max_new_tokens=max_new_tokens,
                                    stop_ids=model.stop_token_ids, mask_id=model.mask_token_id,
-                                   pad_id=model.pad_id, seed=seed)
+                                   pad_id=model.pad_id, seed=seed, mesh=spec.mesh)
         out += [Decoded(r.token_ids[i], int(r.rounds[i])) for i in range(real)]
     return out
 
@@ -238,6 +277,8 @@ def _decode_chunk(args, name, bench, rows, idx, model, spec: DecodeSpec, budget:
     greedy = spec.temperature == 0
     per_response = [decode(model, ids, spec, budget, spec.seed)] if greedy else \
         [decode(model, ids, spec, budget, spec.seed + j) for j in range(args.responses_per_task)]
+    if not is_primary():
+        return []
     limits = sandbox.Limits(timeout_s=args.timeout)
     records = []
     for k, i in enumerate(idx):
@@ -305,13 +346,19 @@ def evaluate_completions(args, name: str) -> dict:
 
 def _run_chunks(args, name, bench, rows, settings: dict, run_chunk) -> dict:
     out = Path(args.out)
-    store = ChunkStore(out / "chunks" / name, settings, len(rows), args.chunk_size)
-    pending = store.pending()
-    if len(pending) < store.num_chunks:
+    primary = is_primary()
+    store = ChunkStore(out / "chunks" / name, settings, len(rows), args.chunk_size) if primary else None
+    size = args.chunk_size
+    pending = pending_everywhere(store.pending() if primary else None, -(-len(rows) // size))
+    if primary and len(pending) < store.num_chunks:
         print(f"{name}: {store.num_chunks - len(pending)} of {store.num_chunks} chunks already done in {store.directory}",
               file=sys.stderr)
-    for k in progress(pending, len(pending), name, args.no_progress):
-        store.write(k, run_chunk(store.rows_of(k)))
+    for k in progress(pending, len(pending), name, args.no_progress or not primary):
+        records = run_chunk(range(k * size, min((k + 1) * size, len(rows))))
+        if primary:
+            store.write(k, records)
+    if not primary:
+        return {}
     records = store.records()
     (out / "records").mkdir(parents=True, exist_ok=True)
     with open(out / "records" / f"{name}.jsonl", "w", encoding="utf-8") as f:
@@ -379,10 +426,16 @@ def _main(argv: list[str]) -> int:
         from opdlm_jax.compilation_cache import enable_compilation_cache
 
         enable_compilation_cache()
+        from opdlm_jax.sharding import initialize_distributed
+
+        initialize_distributed()  # a pod slice: every worker runs this command and decodes its share
         model, spec, label = load_source(args)
         for name in args.datasets:  # results.json is updated after each benchmark
-            write_outputs(out, {name: evaluate_decoding(args, name, model, spec, label)})
-    print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+            summary = evaluate_decoding(args, name, model, spec, label)
+            if is_primary():
+                write_outputs(out, {name: summary})
+    if is_primary():
+        print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
     return 0
 
 

@@ -83,3 +83,22 @@ def test_decoding_as_two_processes_equals_one(tiny_assets, reference, tmp_path):
     got = json.loads(out.read_text())
     assert got.pop("devices") == 4
     assert got == reference
+
+
+@pytest.mark.slow
+def test_evaluation_as_two_processes_equals_one(tiny_assets, tmp_path):
+    """experiments.evaluate on a slice: both processes decode each batch together, process 0
+    alone scores and writes; the records equal a one-process evaluation's."""
+    fixtures = ROOT / "tests" / "fixtures" / "opdlm_eval"
+    argv = ["-m", "experiments.evaluate", "--model", str(tiny_assets[0]), "--data-dir", str(fixtures),
+            "--datasets", "GSM8K", "--limit", "3", "--max-new-tokens", "8", "--batch-size", "3",
+            "--chunk-size", "2", "--no-progress"]
+    run([*argv, "--out", str(tmp_path / "one")], 1, 1, tmp_path / "logs_one", timeout=600)
+    run([*argv, "--out", str(tmp_path / "two")], 2, 2, tmp_path / "logs_two", timeout=600)
+
+    def records(out):
+        return [json.loads(line) for line in (out / "records" / "GSM8K.jsonl").read_text().splitlines()]
+    assert records(tmp_path / "two") == records(tmp_path / "one")
+    assert json.loads((tmp_path / "two" / "results.json").read_text()) == \
+        json.loads((tmp_path / "one" / "results.json").read_text())
+    assert "wrote" not in (tmp_path / "logs_two" / "process1.log").read_text()  # process 0 writes
