@@ -16,6 +16,10 @@ def validate(experiment: str, config) -> None:
     """What a multi-run experiment reads exists, before its workdir is created (BadInput)."""
     if experiment not in EXPERIMENTS:
         raise BadInput(f"unknown experiment {experiment!r}; expected one of {', '.join(EXPERIMENTS)}")
+    if experiment == "demo":  # every run's prompt files and models, as a single training run checks them
+        from opdlm_jax.train.config import validate_config
+
+        validate_config(config.train, check_files=True)
     if experiment == "sweep":
         from experiments.data.prompts import ANSWER_DOMAINS
         from opdlm_jax.checkpoints.loading import resolve_model

@@ -8,13 +8,15 @@ Cheap CPU variant (the embedded SmolLM2 teacher as the model, 8 prompts):
 """
 import ml_collections
 
+from experiments.configs.common import DEMO_PROMPTS
+
 
 def get_config(arg: str = "toy"):
     c = ml_collections.ConfigDict()
     c.experiment = "sweep"
     c.run_dir = "" if arg in ("", "toy") else arg  # a training workdir; empty = c.model untrained
     c.model = "smollm2-135m"
-    c.prompts = "experiments/data/demo_prompts/heldout.jsonl"
+    c.prompts = str(DEMO_PROMPTS / "heldout.jsonl")
     c.alignment = "same_position"
     c.thresholds = [0.8, 0.85, 0.9, 0.95]
     c.block_sizes = [4, 8, 16]

@@ -60,7 +60,11 @@ def verify_item(meta: dict, name: str, tree: Any, where: str) -> None:
 
 
 class RunCheckpointer:
-    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3, async_save: bool = True,
+                 params_only: bool = False):
+        """params_only: save parameters, data state and meta but not the optimizer state (a third
+        of the size with AdamW); restoring such a checkpoint gives `opt_state` None."""
+        self.params_only = params_only
         self.directory = as_epath(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=async_save)
@@ -81,9 +85,12 @@ class RunCheckpointer:
         if not (params_finite and opt_finite):
             raise RunStopped(f"refusing to checkpoint step {step}: the state holds NaN or inf")
         meta = dict(meta, step=step, fingerprints={"params": params_print, "opt_state": opt_print})
-        self.manager.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-            data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)), force=force)
+        items = dict(params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
+                     data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta))
+        if self.params_only:
+            del items["opt_state"], meta["fingerprints"]["opt_state"]
+            meta["params_only"] = True
+        self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -96,18 +103,21 @@ class RunCheckpointer:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def restore_verified(self, step: int, abstract_params: Any, abstract_opt_state: Any) -> dict:
-        """-> dict(params, opt_state, data, meta) of `step`; CorruptCheckpoint when it does not read
-        or does not match its fingerprints."""
+        """-> dict(params, opt_state, data, meta) of `step` (opt_state None for a params-only
+        checkpoint); CorruptCheckpoint when it does not read or does not match its fingerprints."""
         where = f"checkpoint step {step} in {self.directory}"
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(abstract_params),
-                opt_state=ocp.args.StandardRestore(abstract_opt_state),
-                data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+            params_only = bool(self.read_meta(step).get("params_only"))  # saved without opt_state
+            items = dict(params=ocp.args.StandardRestore(abstract_params),
+                         opt_state=ocp.args.StandardRestore(abstract_opt_state),
+                         data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
+            if params_only:
+                del items["opt_state"]
+            restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001 - whatever fails to read is a corrupt checkpoint
             raise CorruptCheckpoint(f"{where} is unreadable ({_first_line(e)})") from e
-        restored = {name: restored[name] for name in ITEMS}
-        for name in ("params", "opt_state"):
+        restored = {name: (None if name == "opt_state" and params_only else restored[name]) for name in ITEMS}
+        for name in ("params",) if params_only else ("params", "opt_state"):
             verify_item(restored["meta"], name, restored[name], where)
         return restored
 

@@ -100,7 +100,8 @@ def train(config, workdir: str | os.PathLike | epath.Path, eval_fn: EvalFn | Non
         setup = setup or build_setup(config)
         teacher = setup.teacher
         ckpt = RunCheckpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints,
-                               async_save=config.async_checkpoints)
+                               async_save=config.async_checkpoints,
+                               params_only=config.get("checkpoint_params_only", False))
         if stored is None and ckpt.steps():  # a run from before run.json: its checkpoints say what it was
             check_same_run(identity_from_meta(ckpt.read_meta(ckpt.latest_step())), identity, workdir)
         data = make_data_iterator(config, setup, workdir)
@@ -118,7 +119,12 @@ def train(config, workdir: str | os.PathLike | epath.Path, eval_fn: EvalFn | Non
             step = np.asarray(meta["opt_step"], np.int32)
             # Placed like the step's own output, so the first step after a restore compiles once.
             step = jnp.asarray(step) if setup.mesh is None else shard_params(step, setup.shardings["state"].step)
-            state = TrainState(step, restored["params"], restored["opt_state"])
+            opt_state = restored["opt_state"]
+            if opt_state is None:  # a params-only checkpoint: the AdamW moments start again from zero
+                log.warning("checkpoint %d holds no optimizer state (checkpoint_params_only): resuming "
+                            "with fresh optimizer moments, so this is not an exact resume", int(meta["step"]))
+                opt_state = state.opt_state
+            state = TrainState(step, restored["params"], opt_state)
             data.set_state(restored["data"])
             start, totals = int(meta["step"]), dict(meta["totals"])
             log.info("resumed from step %d in %s", start, ckpt.directory)
