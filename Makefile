@@ -35,8 +35,10 @@ demo: $(CORE)
 demo-quick: $(CORE)
 	$(BIN)/python -m experiments.main --config experiments/configs/demo.py:quick --workdir runs/demo-quick
 
+# Interactive: `make chat` (the untrained student) or `make chat CHECKPOINT=runs/demo/opdlm_shifted`.
+CHECKPOINT ?=
 chat: $(CORE)
-	$(BIN)/python -m experiments.chat_demo
+	$(BIN)/python -m opdlm_jax.chat $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 # One worker per core, whole files per worker (module fixtures are built once); the tests share
 # one persistent compilation cache (tests/conftest.py).

@@ -1,5 +1,6 @@
 """Chat with the embedded SmolLM2-135M-Instruct as the AR teacher and as the freshly converted
 block-diffusion student (block 4, before any training), side by side with decoding statistics.
+One shot over a few prompts; the interactive chat (with a trained run) is `opdlm-chat` / `make chat`.
 
     python -m experiments.chat_demo [--max-new-tokens 48] [--prompt "..."]
 """
@@ -30,6 +31,9 @@ def main(argv=None) -> None:
     parser.add_argument("--prompt", action="append")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     args = parser.parse_args(argv)
+    from opdlm_jax.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()  # a second run loads its decoders from disk
     t0 = time.perf_counter()
     model = load_model("smollm2-135m")
     model.params = jax.device_put(model.params)

@@ -19,8 +19,8 @@ from opdlm_jax.cli_errors import ArgumentParser, run_cli
 from opdlm_jax.decoding.config import ALIGNMENTS
 from opdlm_jax.decoding.strategies import STRATEGIES
 from opdlm_jax.errors import BadInput
-from opdlm_jax.text_generation import (Decoding, check_length_budget, completion_text, decode_ids,
-                                       decoding_settings, encode, load, sampling_params)
+from opdlm_jax.text_generation import (Decoding, TextStreamer, check_length_budget, completion_text,
+                                       decode_ids, decoding_settings, encode, load, sampling_params)
 
 
 class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
@@ -98,36 +98,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
-class Streamer:
-    """Prints sequence 0's completion as it is produced: `on_block` (diffusion, a block at a time)
-    is called from inside the jitted decoder; text is decoded from all ids so far, so multi-token
-    characters print whole."""
-
-    def __init__(self, model, out: TextIO):
-        self.model, self.out = model, out
-        self.stop = set(model.stop_token_ids)
-        self.ids: list[int] = []
-        self.printed = ""
-        self.done = False
-
-    def _emit(self, tokens: Sequence[int]) -> None:
-        for t in tokens:
-            if t in self.stop:
-                self.done = True
-                break
-            self.ids.append(int(t))
-        text = self.model.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if not text.endswith("\ufffd"):  # a character still cut between tokens: wait for the rest
-            self.out.write(text[len(self.printed):])
-            self.out.flush()
-            self.printed = text
-
-    def on_block(self, block_index, block_tokens, was_active) -> None:
-        if not self.done and bool(was_active[0]):
-            self._emit(block_tokens[0].tolist())
-
-
-def _stats_line(result) -> str:
+def stats_line(result) -> str:
     return (f"[nfe={result.nfe} tokens/round={result.tokens_per_round:.2f} "
             f"tokens/s={result.tokens_per_second:.1f} compile={result.compile_seconds:.1f}s]")
 
@@ -143,7 +114,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
     model = load(model=args.model, checkpoint=args.checkpoint, step=args.step, dtype=args.dtype)
     for prompt in prompts:
         ids = encode(model, prompt, args.chat)
-        streamer = None if args.json else Streamer(model, out)
+        streamer = None if args.json else TextStreamer(model, out)
         on_block: Callable | None = streamer.on_block if streamer and decoding.mode == "diffusion" else None
         result = decode_ids(model, [ids], decoding, args.max_new_tokens, seed=args.seed, on_block=on_block)
         text = completion_text(model, result.token_ids[0])
@@ -155,8 +126,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
                                   "compile_seconds": result.compile_seconds}) + "\n")
         else:
             if on_block is None:  # AR: the whole completion once decoded
-                streamer._emit(result.token_ids[0])
-            out.write("\n" + _stats_line(result) + "\n")
+                streamer.write(result.token_ids[0])
+            out.write("\n" + stats_line(result) + "\n")
         out.flush()
     return 0
 

@@ -208,3 +208,63 @@ def test_simple_evaluate_offline(lm, tmp_path):
     for sample in out["samples"]["opdlm_tiny_mc"]:
         for (value, greedy), in sample["resps"]:
             assert math.isfinite(value) and value <= 0
+
+
+def test_entry_point_translates_our_flags(tiny_run):
+    from opdlm_jax import lm_eval as entry
+
+    assert entry.harness_argv(["--checkpoint", str(tiny_run), "--tasks", "gsm8k", "--model_args", "threshold=0.8"]) == \
+        ["run", "--model", "opdlm_jax", "--model_args", f"checkpoint={tiny_run},threshold=0.8", "--tasks", "gsm8k"]
+    assert entry.harness_argv(["run", "--pretrained", "smollm2-135m", "--limit", "3"]) == \
+        ["run", "--model", "opdlm_jax", "--model_args", "pretrained=smollm2-135m", "--limit", "3"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--tasks", "gsm8k"], "error: name what to evaluate: --checkpoint RUN_DIR or --pretrained NAME_OR_PATH"),
+    (["--pretrained", "smollm2-135m", "--model", "hf"], "error: --model is always opdlm_jax here; name the "
+                                                        "weights with --checkpoint RUN or --pretrained NAME"),
+    (["--checkpoint", "/nonexistent/run"], "error: /nonexistent/run: no such run directory"),
+])
+def test_entry_point_bad_input_is_one_line(argv, message, capsys):
+    from opdlm_jax import lm_eval as entry
+
+    assert entry.main(argv) == 2
+    assert capsys.readouterr().err.strip() == message
+
+
+def test_entry_point_evaluates_a_run_directory(tiny_run, tmp_path, monkeypatch):
+    """`python -m opdlm_jax.lm_eval --checkpoint RUN` on a local task: the run's student, with the
+    run's block size and alignment, through lm-eval's own command line (no export)."""
+    import yaml
+
+    from opdlm_jax import lm_eval as entry
+    from opdlm_jax.checkpoints.orbax import read_run_meta
+    from opdlm_jax.eval.lm_eval_adapter import OpdlmJaxLM
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"question": f"{i}+1=", "answer": str(i + 1)}) + "\n" for i in range(2)))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tiny_gen.yaml").write_text(yaml.safe_dump({
+        "task": "opdlm_cli_gen", "dataset_path": "json", "test_split": "test",
+        "dataset_kwargs": {"data_files": {"test": str(data)}, "cache_dir": str(tmp_path / "hf_cache")},
+        "output_type": "generate_until", "doc_to_text": "{{question}}", "doc_to_target": "{{answer}}",
+        "metric_list": [{"metric": "exact_match"}],
+        "generation_kwargs": {"until": ["\n"], "max_gen_toks": 4, "do_sample": False}}))
+    built = []
+    monkeypatch.setattr(OpdlmJaxLM, "__init__", _recording_init(OpdlmJaxLM.__init__, built))
+    out = tmp_path / "out"
+    monkeypatch.setattr("sys.argv", ["opdlm-lm-eval"])
+    assert entry.main(["--checkpoint", str(tiny_run), "--include_path", str(tasks), "--tasks", "opdlm_cli_gen",
+                       "--batch_size", "2", "--output_path", str(out)]) == 0
+    meta = read_run_meta(tiny_run)
+    assert (built[0].sampler.block_size, built[0].sampler.alignment) == (meta["block_size"], meta["alignment"])
+    results = [json.loads(p.read_text()) for p in out.rglob("results_*.json")]
+    assert "exact_match,none" in results[0]["results"]["opdlm_cli_gen"]
+
+
+def _recording_init(init, built):
+    def record(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        built.append(self)
+    return record

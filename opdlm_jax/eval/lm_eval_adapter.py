@@ -1,20 +1,22 @@
 """lm-evaluation-harness adapter (tested with lm-eval 0.4.13): the block-diffusion student as an
 lm-eval `LM`, registered as "opdlm_jax" (alias "opdlm-jax") when this module is imported.
 
-The harness does not import it by itself. Command line (lm-eval >= 0.4.10 has subcommands):
-  python -c "import sys, opdlm_jax.eval.lm_eval_adapter; from lm_eval.__main__ import cli_evaluate; \
-             sys.argv[0] = 'lm-eval'; cli_evaluate()" run --model opdlm_jax \
-      --model_args model=qwen3-4b,checkpoint_dir=/ckpt,enable_thinking=false --batch_size 8 --tasks gsm8k
+The harness does not import it by itself (lm-eval has no plugin mechanism for models), so plain
+`lm-eval --model opdlm_jax` does not find it; `python -m opdlm_jax.lm_eval` (`opdlm-lm-eval`) is
+lm-eval's command line with the adapter registered and `--checkpoint RUN` / `--pretrained NAME`:
+  python -m opdlm_jax.lm_eval --checkpoint runs/demo/opdlm_shifted --tasks gsm8k --limit 20 --batch_size 8
 From Python: import this module, then `lm_eval.simple_evaluate(model="opdlm_jax", model_args=...)`,
 or pass an `OpdlmJaxLM(...)` instance as `model`. The batch size comes from the harness's
 --batch_size (giving it in model_args too is an error of the harness: a duplicate keyword).
 
 model_args (all optional except the model):
   model / pretrained: HF directory, .gguf file or preset name (`opdlm_jax.checkpoints.loading.load_model`);
+  checkpoint: a training run's directory instead (its student; step: a given checkpoint);
   checkpoint_dir: weights for an architecture-only preset; dtype: float32 | bfloat16.
   Decoding (`generate_until`): strategy (low_confidence_static), threshold (0.9),
-  entropy_bound (0.5), block_size (4), steps_per_block (= block_size: one token per round),
-  alignment (same_position | shifted), temperature (0 = greedy; a task's gen_kwargs
+  entropy_bound (0.5), block_size (the run's or the export's, else 4), steps_per_block
+  (= block_size: one token per round), alignment (same_position | shifted; the run's or the
+  export's, else same_position), temperature (0 = greedy; a task's gen_kwargs
   temperature / do_sample override it), top_k, top_p, max_gen_toks (256), seed (0; batch i
   decodes with seed + i), batch_size (1; from --batch_size), enable_thinking (passed to the
   chat template when set; false for Qwen3 non-thinking), records_path (a JSONL file that
@@ -80,6 +82,7 @@ from opdlm_jax.decoding.api import generate_diffusion
 from opdlm_jax.decoding.batching import bucket_width
 from opdlm_jax.decoding.config import SamplerConfig
 from opdlm_jax.decoding.sampling import SamplingParams
+from opdlm_jax.decoding.settings import decoding_settings
 from opdlm_jax.diffusion.elbo import ESTIMATORS, elbo_loglikelihoods
 from opdlm_jax.eval.records import DecodingSettings, ExampleRecord, write_records
 from opdlm_jax.models.config import ModelConfig
@@ -109,21 +112,26 @@ class OpdlmJaxLM(LM):
     def __init__(self, model: str | None = None, pretrained: str | None = None,
                  checkpoint_dir: str | None = None, dtype: str = "float32",
                  strategy: str = "low_confidence_static", threshold: float = 0.9,
-                 entropy_bound: float = 0.5, block_size: int = 4, steps_per_block: int | None = None,
-                 alignment: str = "same_position", temperature: float = 0.0, top_k: int = 0,
+                 entropy_bound: float = 0.5, block_size: int | None = None, steps_per_block: int | None = None,
+                 alignment: str | None = None, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, max_gen_toks: int = 256, seed: int = 0, batch_size: int | str = 1,
                  elbo_samples: int = 8, elbo_estimator: str = "count", elbo_seed: int = 1234,
                  elbo_rows: int = 64, greedy_check: str = "decode", rolling_window: int = 512,
                  enable_thinking: bool | None = None, records_path: str | None = None,
                  loaded: Any = None, max_batch_size: int | None = None, device: str | None = None,
-                 **unused):
+                 checkpoint: str | None = None, step: int | None = None, **unused):
         super().__init__()
         if unused:
             log.warning("opdlm_jax: ignoring unknown model_args %s", sorted(unused))
         source = model if model is not None else pretrained
+        if loaded is None and checkpoint is not None:  # a training run: its student and its settings
+            from opdlm_jax.checkpoints.orbax import load_model_from_run
+
+            loaded = load_model_from_run(str(checkpoint), step=None if step is None else int(step), dtype=str(dtype))
         if loaded is None:
             if source is None:
-                raise ValueError("opdlm_jax needs model=<HF dir | .gguf | preset name> in model_args")
+                raise ValueError("opdlm_jax needs model=<HF dir | .gguf | preset name> or checkpoint=<run dir> "
+                                 "in model_args")
             from opdlm_jax.checkpoints.loading import load_model
 
             loaded = load_model(str(source), dtype=str(dtype),
@@ -141,11 +149,14 @@ class OpdlmJaxLM(LM):
         bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.config.bos_token_id
         self.prefix_id = int(bos if bos is not None else (self.stop_ids[0] if self.stop_ids else self.pad_id))
 
-        block_size = int(block_size)
-        self.sampler = SamplerConfig(
-            block_size=block_size, steps_per_block=int(steps_per_block or block_size),
-            strategy=str(strategy), threshold=float(threshold), entropy_bound=float(entropy_bound),
-            sampling=self._sampling(float(temperature), int(top_k), float(top_p)), alignment=str(alignment))
+        # Block size and alignment: as given, else the run's (a checkpoint or an export), else 4 / same_position.
+        self.sampler = decoding_settings(
+            loaded.run_meta, mode="diffusion", block_size=None if block_size is None else int(block_size),
+            alignment=None if alignment is None else str(alignment),
+            steps_per_block=None if steps_per_block is None else int(steps_per_block), strategy=str(strategy),
+            threshold=float(threshold), entropy_bound=float(entropy_bound),
+            sampling=self._sampling(float(temperature), int(top_k), float(top_p))).sampler
+        block_size = self.sampler.block_size
         self.max_gen_toks = int(max_gen_toks)
         self.seed = int(seed)
         try:
