@@ -220,11 +220,11 @@ def restore_params(directory: str | os.PathLike, abstract_params: Any, step: int
 
 
 class _DropReadOnlyNotice(logging.Filter):
-    """Orbax warns 'Given directory is read only' each time a run is opened for reading: that is
-    what we asked for, so it says nothing to a user."""
+    """Orbax warns 'Given directory is read only' (and which options read-only mode turns off)
+    each time a run is opened for reading: that is what we asked for, so it says nothing to a user."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Given directory is read only")
+        return not str(record.msg).startswith(("Given directory is read only", "CheckpointManagerOptions.read_only"))
 
 
 logging.getLogger("absl").addFilter(_DropReadOnlyNotice())
