@@ -118,15 +118,35 @@ def write_plots(workdir: Path, run_dirs: dict[str, Path], sweep: list | None, sw
     fig.savefig(Path(workdir) / "training_curves.png", dpi=110)
     plt.close(fig)
     if sweep:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        for s in sweep:
-            label = "static" if s["kind"] == "static" else f"b={s['block_size']} t={s['threshold']}"
-            ax.scatter(s["tokens_per_round"], s["accuracy"])
-            ax.annotate(label, (s["tokens_per_round"], s["accuracy"]), fontsize=7)
-        ax.set(xlabel="tokens per round", ylabel="held-out math accuracy", title=f"parallelism ({sweep_name})")
-        fig.tight_layout()
-        fig.savefig(Path(workdir) / "threshold_sweep.png", dpi=110)
-        plt.close(fig)
+        write_sweep_plot(workdir, sweep, sweep_name)
+
+
+def sweep_point_labels(sweep: Sequence[dict]) -> dict[tuple[float, float], list[str]]:
+    """(tokens per round, accuracy) -> the settings at that point: settings that land on the same
+    point share one label instead of printing over each other."""
+    points: dict[tuple[float, float], list[str]] = {}
+    for s in sweep:
+        label = "static" if s["kind"] == "static" else f"block {s['block_size']}, threshold {s['threshold']}"
+        points.setdefault((round(s["tokens_per_round"], 3), round(s["accuracy"], 3)), []).append(label)
+    return points
+
+
+def write_sweep_plot(workdir: Path, sweep: Sequence[dict], sweep_name: str) -> None:
+    """threshold_sweep.png: accuracy against tokens per round, one labelled point per setting."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    points = sweep_point_labels(sweep)
+    middle = (min(x for x, _ in points) + max(x for x, _ in points)) / 2
+    for (x, y), labels in points.items():
+        right = x > middle  # labels extend towards the middle, so none leaves the axes
+        ax.scatter(x, y)
+        ax.annotate("\n".join(labels), (x, y), xytext=(-6 if right else 6, 6), textcoords="offset points",
+                    fontsize=7, va="bottom", ha="right" if right else "left")
+    ax.margins(x=0.3, y=0.3)  # room for the labels inside the axes
+    ax.set(xlabel="tokens per round", ylabel="held-out math accuracy", title=f"parallelism ({sweep_name})")
+    fig.tight_layout()
+    fig.savefig(Path(workdir) / "threshold_sweep.png", dpi=110)
+    plt.close(fig)
 
 
 def write_summary_plot(workdir: Path, rows: Sequence[dict]) -> None:

@@ -105,21 +105,9 @@ def build_parser() -> ArgumentParser:
 
 def run_meta(run_dir: str, step: Optional[int]) -> dict:
     """The `meta` item a training run saved with its checkpoint (block size, alignment, mask id)."""
-    import orbax.checkpoint as ocp
+    from opdlm_jax.checkpoints.orbax import read_run_meta
 
-    run = Path(run_dir)
-    ckpt = run / "checkpoints" if (run / "checkpoints").is_dir() else run
-    if not ckpt.is_dir():
-        raise BadInput(f"--checkpoint {run_dir}: no such run directory")
-    manager = ocp.CheckpointManager(ckpt.absolute(), item_names=("meta",),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
-    steps = sorted(manager.all_steps())
-    if not steps:
-        raise BadInput(f"--checkpoint {run_dir}: no checkpoint in {ckpt}")
-    if step is not None and step not in steps:
-        raise BadInput(f"--checkpoint {run_dir}: no step {step} (steps: {steps})")
-    return manager.restore(step if step is not None else steps[-1],
-                           args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    return read_run_meta(run_dir, step)
 
 
 def decode_mesh(shard: str):
@@ -159,14 +147,12 @@ def load_source(args) -> tuple[Any, DecodeSpec, str]:
     """(LoadedModel, decoding settings, label) for --checkpoint / --model."""
     import jax
 
-    meta: dict = {}
+    from opdlm_jax.decoding.settings import decoding_settings
+
     if args.checkpoint:
         from opdlm_jax.checkpoints.orbax import load_model_from_run
 
-        meta = run_meta(args.checkpoint, args.step)
-        model = load_model_from_run(args.checkpoint, step=args.step, dtype=args.dtype)
-        if meta.get("mask_token_id") is not None:
-            model.mask_token_id = int(meta["mask_token_id"])
+        model = load_model_from_run(args.checkpoint, step=args.step, dtype=args.dtype)  # the run's mask token
         label = args.label or Path(args.checkpoint).resolve().name
     else:
         from opdlm_jax.checkpoints.loading import load_model
@@ -175,10 +161,13 @@ def load_source(args) -> tuple[Any, DecodeSpec, str]:
         label = args.label or Path(args.model).name
     model.params = jax.device_put(model.params)
     mode = args.mode or ("diffusion" if args.checkpoint else "ar")
-    block = args.block_size or int(meta.get("block_size", 4))
-    spec = DecodeSpec(mode=mode, block_size=block if mode == "diffusion" else 1,
-                      steps_per_block=args.steps_per_block or block, strategy=STRATEGIES[args.strategy],
-                      threshold=args.threshold, alignment=args.alignment or meta.get("alignment", "same_position"),
+    # Block size and alignment: the flags, else the run's (or an export's), else 4 / same_position.
+    sampler = decoding_settings(model.run_meta, mode=mode, block_size=args.block_size, alignment=args.alignment,
+                                steps_per_block=args.steps_per_block, strategy=STRATEGIES[args.strategy],
+                                threshold=args.threshold).sampler
+    spec = DecodeSpec(mode=mode, block_size=sampler.block_size if mode == "diffusion" else 1,
+                      steps_per_block=sampler.steps_per_block, strategy=sampler.strategy,
+                      threshold=args.threshold, alignment=sampler.alignment,
                       temperature=args.temperature, batch_size=args.batch_size, seed=args.seed,
                       mesh=decode_mesh(args.shard))
     if mode == "diffusion" and model.mask_token_id is None:

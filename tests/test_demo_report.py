@@ -63,3 +63,15 @@ def test_resumed_run_metrics_read_forward(tmp_path):
     assert [r["step"] for r in train] == [1, 2, 3, 4, 5]
     assert [r["loss"] for r in train] == [5.0, 4.0, 3.1, 2.4, 2.0]
     assert [r["split"] for r in read_metrics(tmp_path)] == ["train", "train", "train", "eval", "train", "train"]
+
+
+def test_sweep_points_on_the_same_spot_share_one_label(tmp_path):
+    from experiments.demo_report import sweep_point_labels, write_sweep_plot
+
+    sweep = [{"kind": "static", "block_size": 4, "threshold": None, "accuracy": 0.1, "tokens_per_round": 0.9457},
+             {"kind": "dynamic", "block_size": 4, "threshold": 0.9, "accuracy": 0.1, "tokens_per_round": 0.94571},
+             {"kind": "dynamic", "block_size": 8, "threshold": 0.9, "accuracy": 0.0, "tokens_per_round": 0.93}]
+    assert sweep_point_labels(sweep) == {(0.946, 0.1): ["static", "block 4, threshold 0.9"],
+                                         (0.93, 0.0): ["block 8, threshold 0.9"]}
+    write_sweep_plot(tmp_path, sweep, "run")
+    assert (tmp_path / "threshold_sweep.png").stat().st_size > 0
