@@ -5,6 +5,10 @@
     python -m experiments.main --config experiments/configs/demo.py:seeds --workdir runs/seeds # 23 min
     python -m experiments.main --config experiments/configs/demo.py:seeds_baselines --workdir runs/seeds_b  # 20 min
 
+Times are wall clock on an idle 2-core CPU (README). Disk: each run keeps one params-only
+checkpoint (0.48 GB), so the workdir is about 2.4 GB for the full demo (5 runs) and 1 GB for
+`:quick` (7.0 GB and 2.9 GB when checkpoints held the AdamW moments too); `:seeds` 2.9 GB.
+
 `:seeds` trains the two OPDLM rows (same-position and shifted) over seeds 0, 1, 2 at the full
 demo's budget, without the baselines and the sweep, so the table shows the spread next to the effect;
 `:seeds_baselines` does the same for the Table 4 baselines (OPDLM_off, Off-Policy).

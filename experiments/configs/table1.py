@@ -6,6 +6,9 @@ Reproduce (TPU VM, the Qwen3 weights in a local HF directory):
     python -m experiments.main --config experiments/configs/table1.py:qwen3-8b,/path/to/Qwen3-8B ...
 Cheap CPU variant (the embedded SmolLM2, a few steps):
     python -m experiments.main --config experiments/configs/table1.py:toy --workdir /tmp/t1
+Cost of the toy variant on a 2-core CPU: about 8 min (table1.py:toy measured 8.4 min wall, 3.9
+CPU-min, first step at 3 min, on a shared machine, 2026-12-02) and a 0.48 GB workdir (one
+params-only SmolLM2 checkpoint). The recipe itself needs a TPU slice (tpu/README.md).
 """
 from experiments.configs.common import recipe, toy
 

@@ -6,6 +6,9 @@ Reproduce one row:
         --workdir gs://bucket/opdlm/table10-sft                # rows: sft | opdlm
 Cheap CPU variant:
     python -m experiments.main --config experiments/configs/table10_sft.py:sft,toy --workdir /tmp/t10
+Cost of the toy variant on a 2-core CPU: about 8 min, as table1.py:toy (the same shapes; that
+one measured 8.4 min wall, 3.9 CPU-min, first step at 3 min, on a shared machine, 2026-12-02)
+and a 0.48 GB workdir (one params-only SmolLM2 checkpoint). The recipe needs a TPU slice.
 """
 from experiments.configs.common import recipe, toy
 

@@ -5,6 +5,9 @@ Reproduce:
         --workdir gs://bucket/opdlm/table6-0.6b
 Cheap CPU variant:
     python -m experiments.main --config experiments/configs/table6_small.py:toy --workdir /tmp/t6
+Cost of the toy variant on a 2-core CPU: about 8 min, as table1.py:toy (the same shapes; that
+one measured 8.4 min wall, 3.9 CPU-min, first step at 3 min, on a shared machine, 2026-12-02)
+and a 0.48 GB workdir (one params-only SmolLM2 checkpoint). The recipe needs a TPU slice.
 """
 from experiments.configs.common import recipe, toy
 
