@@ -73,8 +73,8 @@ def test_auto_is_dense_off_tpu_and_unchanged():
         assert not use_splash(config)
     tokens = jnp.arange(12).reshape(2, 6) % 90
     valid = jnp.asarray(ragged_valid(3, [3, 1], 6, [3, 3]))
-    auto = forward(config, params, tokens, valid=valid)
-    dense = forward(config.replace(attention="dense"), params, tokens, valid=valid)
+    auto = jax.jit(lambda p: forward(config, p, tokens, valid=valid))(params)
+    dense = jax.jit(lambda p: forward(config.replace(attention="dense"), p, tokens, valid=valid))(params)
     np.testing.assert_array_equal(np.asarray(auto), np.asarray(dense))  # bit for bit
     with pytest.raises(ValueError, match="attention"):
         config.replace(attention="flash")
