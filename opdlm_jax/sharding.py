@@ -346,6 +346,29 @@ def initialize_distributed(environ: Mapping[str, str] | None = None) -> bool:
     return True
 
 
+_barriers: dict[str, int] = {}
+
+
+def wait_for_all_processes(name: str, timeout_s: int = 3600) -> None:
+    """Block until every process reaches this point (a no-op with one process).
+
+    The barrier goes through the distributed runtime's coordination service, not through a device
+    collective: processes may arrive minutes apart (one still compiling or building a dataset)
+    without tripping the 30 s first-contact timeout of CPU (gloo) collectives."""
+    if jax.process_count() == 1:
+        return
+    _barriers[name] = _barriers.get(name, 0) + 1  # each use of a name is its own barrier
+    from jax._src import distributed  # the client jax.distributed.initialize created
+
+    client = distributed.global_state.client
+    if client is None:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+        return
+    client.wait_at_barrier(f"opdlm_jax:{name}:{_barriers[name]}", timeout_in_ms=timeout_s * 1000)
+
+
 def local_rows(sharding: NamedSharding, global_shape: tuple[int, ...]) -> slice:
     """The rows of a batch-sharded array of `global_shape` that this process's devices hold.
 

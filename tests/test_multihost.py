@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from multiprocess import run, start
+from jax_processes import run, start
 from test_trainer import ROOT, tiny_config
 
 pytestmark = pytest.mark.slow  # several processes each compile the step: minutes on 2 cores

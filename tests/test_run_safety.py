@@ -6,7 +6,6 @@ settings is refused before anything is written; SIGTERM before the first step ex
 the preemption code.
 """
 import json
-import os
 import signal
 import subprocess
 import time

@@ -7,7 +7,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from multiprocess import run
+from jax_processes import run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -293,4 +293,5 @@ def test_initialize_distributed(monkeypatch):
     # Pod with explicit coordinator settings: forwarded.
     assert shd.initialize_distributed({"JAX_COORDINATOR_ADDRESS": "h0:1234", "JAX_NUM_PROCESSES": "2",
                                        "JAX_PROCESS_ID": "1"}) is True
-    assert calls == [dict(coordinator_address="h0:1234", num_processes=2, process_id=1)]
+    assert calls == [dict(coordinator_address="h0:1234", num_processes=2, process_id=1,
+                          heartbeat_timeout_seconds=60)]  # a dead peer is noticed within a minute

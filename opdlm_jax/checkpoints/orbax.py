@@ -31,6 +31,7 @@ from etils import epath
 
 from opdlm_jax.checkpoints.integrity import fingerprint, mismatched_leaves
 from opdlm_jax.errors import BadInput, RunStopped
+from opdlm_jax.sharding import wait_for_all_processes
 
 log = logging.getLogger(__name__)
 ITEMS = ("params", "opt_state", "data", "meta")
@@ -166,10 +167,7 @@ class RunCheckpointer:
                 target = target_root / f"{step}-{stamp}"
                 source.rename(target)
                 log.warning("moved corrupt checkpoint %s aside to %s", source, target)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("opdlm_jax.checkpoints.move_aside")
+        wait_for_all_processes("corrupt checkpoints moved aside")
         self.manager.reload()
 
     def wait(self) -> None:

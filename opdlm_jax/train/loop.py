@@ -30,7 +30,8 @@ from tqdm import tqdm
 from opdlm_jax.checkpoints.orbax import RunCheckpointer
 from opdlm_jax.errors import RunStopped
 from opdlm_jax.decoding.batching import note_shape
-from opdlm_jax.sharding import abstract_with_shardings, host_value, place_global_batch, shard_params
+from opdlm_jax.sharding import (abstract_with_shardings, host_value, place_global_batch, shard_params,
+                                wait_for_all_processes)
 from opdlm_jax.train.batch_inputs import step_inputs
 from opdlm_jax.train.flops import full_step_flops, paper_flops
 from opdlm_jax.train.metrics_writer import MetricsWriter
@@ -75,11 +76,9 @@ def make_data_iterator(config, setup: Setup, workdir: epath.Path):
     if jax.process_count() == 1:
         return make()
     # The tfds dataset is built once, by process 0; the others open it when it is complete.
-    from jax.experimental import multihost_utils
-
     if jax.process_index() == 0:
         make()
-    multihost_utils.sync_global_devices("opdlm_jax.train.loop.prompt_dataset_built")
+    wait_for_all_processes("prompt dataset built")
     return make()
 
 
@@ -144,16 +143,13 @@ def train(config, workdir: str | os.PathLike | epath.Path, eval_fn: EvalFn | Non
                 batch_in = next(data)
                 host = step_inputs(config, setup, batch_in, rl_step)
                 budget, width = host.budget, host.inputs.prompts.shape[1]
+                inputs = _place_inputs(host.inputs, setup)
+                key = jax.random.fold_in(jax.random.PRNGKey(config.seed), rl_step)
                 if (budget, width) not in steps_cache:
                     note_shape("opd_step", config.batch_size, budget, width)
-                    steps_cache[budget, width] = make_opd_step(
-                        setup.student_config, teacher.config, setup.step_config(budget), setup.optimizer,
-                        state_shardings=setup.shardings.get("state"),
-                        teacher_shardings=setup.shardings.get("teacher"), mesh=setup.mesh)
+                    steps_cache[budget, width] = _compiled_step(setup, budget, state, teacher_params, inputs, key)
                 t0 = time.perf_counter()
-                inputs = _place_inputs(host.inputs, setup)
-                state, metrics = steps_cache[budget, width](
-                    state, teacher_params, inputs, jax.random.fold_in(jax.random.PRNGKey(config.seed), rl_step))
+                state, metrics = steps_cache[budget, width](state, teacher_params, inputs, key)
                 metrics = _host_metrics(metrics)
                 dt = time.perf_counter() - t0
                 if not bool(metrics["state_finite"]):
@@ -214,6 +210,20 @@ def _initial_state(setup: Setup) -> tuple[TrainState, Any]:
     opt_state = jax.jit(setup.optimizer.init, out_shardings=shardings.opt_state)(params)
     step = shard_params(np.zeros((), np.int32), shardings.step)
     return TrainState(step, params, opt_state), shard_params(setup.teacher.params, setup.shardings["teacher"])
+
+
+def _compiled_step(setup: Setup, budget: int, state, teacher_params, inputs, key):
+    """The fused step for this response budget. With several processes it is compiled ahead and
+    the processes wait for each other before the first run: they finish compiling at different
+    times, and a collective entered too early would time out (CPU/gloo) or stall the others."""
+    step = make_opd_step(setup.student_config, setup.teacher.config, setup.step_config(budget), setup.optimizer,
+                         state_shardings=setup.shardings.get("state"),
+                         teacher_shardings=setup.shardings.get("teacher"), mesh=setup.mesh)
+    if jax.process_count() == 1:
+        return step
+    compiled = step.lower(state, teacher_params, inputs, key).compile()
+    wait_for_all_processes(f"opd_step compiled for budget {budget}")
+    return compiled
 
 
 def _place_inputs(host_inputs: StepInputs, setup: Setup) -> StepInputs:

@@ -35,8 +35,12 @@ def run_directory(workdir) -> epath.Path:
 
 
 def atomic_write_text(path: epath.Path, text: str) -> None:
-    """Write to a sibling temporary file, then rename over `path`: readers see old or new, never half."""
+    """Write to a sibling temporary file, then rename over `path`: readers see old or new, never
+    half. Remote objects (gs://) are replaced whole by one upload, which is atomic by itself."""
     path = epath.Path(path)
+    if is_remote(path):  # a Cloud Storage object upload is atomic already (and a rename is a copy)
+        path.write_text(text)
+        return
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     tmp.write_text(text)
     tmp.replace(path)
