@@ -38,6 +38,7 @@ from opdlm_jax.errors import BadInput
 from opdlm_jax.eval import benchmarks, report, sandbox
 from opdlm_jax.eval.chunks import ChunkStore
 from opdlm_jax.eval.scorers import canonical_domain, score
+from opdlm_jax.text_generation import decode_mesh, is_primary
 
 STRATEGIES = {"static": "low_confidence_static", "dynamic": "low_confidence_dynamic"}
 LENGTH_RULE_MARGIN = 5  # the reference: length >= max_token - 5 -> incorrect
@@ -110,24 +111,6 @@ def run_meta(run_dir: str, step: Optional[int]) -> dict:
     return read_run_meta(run_dir, step)
 
 
-def decode_mesh(shard: str):
-    """The devices the evaluation batch is split over: with several processes (a pod slice) all of
-    them, always; on one host all local devices with --shard all; else one device."""
-    import jax
-
-    if jax.process_count() == 1 and (shard == "none" or jax.device_count() == 1):
-        return None
-    from opdlm_jax.sharding import make_mesh
-
-    return make_mesh(data=-1, devices=jax.devices())
-
-
-def is_primary() -> bool:
-    """Process 0 scores and writes; the others only decode with it (no JAX imported: one process)."""
-    jax = sys.modules.get("jax")
-    return jax is None or jax.process_index() == 0
-
-
 def pending_everywhere(pending: Optional[list[int]], num_chunks: int) -> list[int]:
     """The chunks still to do as process 0 sees them, on every process (other hosts may not see
     OUT; all of them must decode the same batches together)."""
@@ -169,7 +152,7 @@ def load_source(args) -> tuple[Any, DecodeSpec, str]:
                       steps_per_block=sampler.steps_per_block, strategy=sampler.strategy,
                       threshold=args.threshold, alignment=sampler.alignment,
                       temperature=args.temperature, batch_size=args.batch_size, seed=args.seed,
-                      mesh=decode_mesh(args.shard))
+                      mesh=decode_mesh(all_local_devices=args.shard == "all"))
     if mode == "diffusion" and model.mask_token_id is None:
         raise BadInput("diffusion decoding needs a mask token; the model's tokenizer has none")
     if mode == "diffusion" and not args.checkpoint and not args.label:

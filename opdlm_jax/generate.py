@@ -3,10 +3,13 @@
 `--model` decodes the AR model token by token (the teacher); `--checkpoint RUN` decodes a trained
 run's student as block diffusion with the block size, alignment and mask token it was trained
 with (flags override them, with a warning). `--mode diffusion` on a plain model decodes the
-*unconverted* student, which writes gibberish until it is trained. A diffusion completion streams
-block by block; an AR one prints when complete (a per-token host callback would keep JAX from
-caching the AR decoder on disk: 25 s of compiling on every start instead of 4 s). Then NFE,
-tokens per round and tokens per second (or, with `--json`, one JSON object per prompt).
+*unconverted* student, which writes gibberish until it is trained. A completion streams as it is
+produced: token by token (AR) or block by block (diffusion). A streaming decoder carries a host
+callback, which keeps JAX from caching it on disk (it compiles at every start); `--no-stream`
+prints each completion when complete from the cached decoder instead. Then NFE, tokens per round
+and tokens per second (or, with `--json`, one JSON object per prompt). Run on every worker of a
+pod slice (JAX_COORDINATOR_ADDRESS/... or OPDLM_MULTIHOST=1), the prompts are decoded over all
+devices, without streaming, and process 0 prints.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from opdlm_jax.cli_errors import ArgumentParser, run_cli
 from opdlm_jax.decoding.config import ALIGNMENTS
 from opdlm_jax.decoding.strategies import STRATEGIES
 from opdlm_jax.errors import BadInput
-from opdlm_jax.text_generation import (Decoding, TextStreamer, check_length_budget, completion_text,
+from opdlm_jax.text_generation import (Decoding, TextStreamer, check_length_budget, completion_text, decode_mesh,
+                                       is_primary,
                                        decode_ids, decoding_settings, encode, load, sampling_params)
 
 
@@ -63,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                    help="default: float32, or the run's")
     p.add_argument("--json", action="store_true", help="one JSON object per prompt, no streaming")
+    p.add_argument("--no-stream", action="store_true",
+                   help="print each completion when it is complete: the decoder then comes from the "
+                        "persistent compilation cache (a streaming decoder, with its host callback, "
+                        "is compiled at every start)")
     return p
 
 
@@ -113,11 +121,17 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
     for note in decoding.notes:
         print(note, file=err, flush=True)
     model = load(model=args.model, checkpoint=args.checkpoint, step=args.step, dtype=args.dtype)
+    mesh = decode_mesh(all_local_devices=False)
+    if mesh is not None and not is_primary():
+        out = open(os.devnull, "w")  # every process decodes; process 0 prints
     for prompt in prompts:
         ids = encode(model, prompt, args.chat)
         streamer = None if args.json else TextStreamer(model, out)
-        on_block: Callable | None = streamer.on_block if streamer and decoding.mode == "diffusion" else None
-        result = decode_ids(model, [ids], decoding, args.max_new_tokens, seed=args.seed, on_block=on_block)
+        stream = streamer is not None and not args.no_stream and mesh is None
+        on_block: Callable | None = streamer.on_block if stream and decoding.mode == "diffusion" else None
+        on_token: Callable | None = streamer.on_token if stream and decoding.mode == "ar" else None
+        result = decode_ids(model, [ids], decoding, args.max_new_tokens, seed=args.seed, on_block=on_block,
+                            on_token=on_token, mesh=mesh)
         text = completion_text(model, result.token_ids[0])
         if args.json:
             out.write(json.dumps({"prompt": prompt, "completion": text, "token_ids": result.token_ids[0],
@@ -126,7 +140,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
                                   "tokens_per_second": result.tokens_per_second,
                                   "compile_seconds": result.compile_seconds}) + "\n")
         else:
-            if on_block is None:  # AR: the whole completion once decoded
+            if not stream:  # --no-stream: the whole completion once decoded
                 streamer.write(result.token_ids[0])
             out.write("\n" + stats_line(result) + "\n")
         out.flush()
@@ -138,6 +152,9 @@ def _main(argv: list[str]) -> int:
     from opdlm_jax.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache()  # the second generate loads its decoder from disk instead of compiling
+    from opdlm_jax.sharding import initialize_distributed
+
+    initialize_distributed()  # a no-op on one host; on a pod slice every worker joins the decode
     return run(args)
 
 

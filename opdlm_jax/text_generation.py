@@ -21,6 +21,7 @@ the one call into the decoders
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from opdlm_jax.checkpoints.loading import LoadedModel
@@ -30,7 +31,8 @@ from opdlm_jax.decoding.settings import (UNTRAINED_NOTE, Decoding, check_length_
 from opdlm_jax.errors import BadInput
 
 __all__ = ["UNTRAINED_NOTE", "Decoding", "TextStreamer", "check_length_budget", "completion_text", "decode_ids",
-           "decoding_settings", "encode", "generate_text", "load", "load_run", "sampling_params"]
+           "decode_mesh", "decoding_settings", "encode", "generate_text", "is_primary", "load", "load_run",
+           "sampling_params"]
 
 def load(model: str | None = None, checkpoint: str | os.PathLike | None = None, *, step: int | None = None,
          dtype: str | None = None) -> LoadedModel:
@@ -77,16 +79,36 @@ def completion_text(model: LoadedModel, token_ids: Sequence[int]) -> str:
     return model.tokenizer.decode([t for t in token_ids if t not in stop], skip_special_tokens=True)
 
 
+def decode_mesh(all_local_devices: bool = False):
+    """The devices a decode batch is split over: with several processes (a pod slice) all of
+    them, always; on one host all its devices when `all_local_devices`; else None (one device)."""
+    import jax
+
+    if jax.process_count() == 1 and (not all_local_devices or jax.device_count() == 1):
+        return None
+    from opdlm_jax.sharding import make_mesh
+
+    return make_mesh(data=-1, devices=jax.devices())
+
+
+def is_primary() -> bool:
+    """Process 0, the one that prints and writes (True when JAX has not been imported)."""
+    jax = sys.modules.get("jax")
+    return jax is None or jax.process_index() == 0
+
+
 def decode_ids(model: LoadedModel, prompts: Sequence[Sequence[int]], decoding: Decoding, max_new_tokens: int,
-               seed: int = 0, on_block: Callable | None = None, mesh: Any = None) -> GenerationResult:
+               seed: int = 0, on_block: Callable | None = None, on_token: Callable | None = None,
+               mesh: Any = None) -> GenerationResult:
     """Decode token-id prompts (one batch) -> GenerationResult. The one place the CLIs call the
-    decoders. on_block: diffusion streaming, `(block_index, block_tokens [B, b], was_active [B])`.
+    decoders. Streaming: on_block for diffusion, `(block_index, block_tokens [B, b], was_active [B])`;
+    on_token for AR, `(index, tokens [B], was_active [B])`.
     mesh: split the batch over a `jax.sharding.Mesh` (every process passes the same prompts)."""
     if decoding.mode == "ar":
         banned = () if model.mask_token_id is None else (model.mask_token_id,)
         return generate_ar(model.config, model.params, prompts, sampling=decoding.sampling,
                            max_new_tokens=max_new_tokens, stop_ids=model.stop_token_ids, pad_id=model.pad_id,
-                           banned_ids=banned, seed=seed, mesh=mesh)
+                           banned_ids=banned, seed=seed, on_token=on_token, mesh=mesh)
     if model.mask_token_id is None:
         raise BadInput("diffusion decoding needs a mask token; the model's tokenizer has none")
     return generate_diffusion(model.config, model.params, prompts, sampler=decoding.sampler,
@@ -121,8 +143,8 @@ def generate_text(model: LoadedModel, prompts: str | Sequence[str], *, mode: str
 
 
 class TextStreamer:
-    """Writes sequence 0's completion to `out` as it is produced: `on_block` (diffusion) is called
-    from inside the jitted decoder with each finished block. Text is decoded from all ids so far,
+    """Writes sequence 0's completion to `out` as it is produced: `on_block` (diffusion) and
+    `on_token` (AR) are called from inside the jitted decoder with each finished block / token. Text is decoded from all ids so far,
     so a character split over tokens prints whole; nothing is written after a stop token."""
 
     def __init__(self, model: LoadedModel, out: TextIO):
@@ -147,3 +169,7 @@ class TextStreamer:
     def on_block(self, block_index, block_tokens, was_active) -> None:
         if not self.done and bool(was_active[0]):
             self.write(block_tokens[0].tolist())
+
+    def on_token(self, index, tokens, was_active) -> None:
+        if not self.done and bool(was_active[0]):
+            self.write([int(tokens[0])])

@@ -142,16 +142,20 @@ def generate_diffusion(config: ModelConfig, params: dict, prompts: Sequence[Sequ
 
 def generate_ar(config: ModelConfig, params: dict, prompts: Sequence[Sequence[int]], *,
                 sampling, max_new_tokens: int, stop_ids: Sequence[int], pad_id: int,
-                banned_ids: Sequence[int] = (), seed: int = 0, mesh: Mesh | None = None) -> GenerationResult:
+                banned_ids: Sequence[int] = (), seed: int = 0, on_token: Callable | None = None,
+                mesh: Mesh | None = None) -> GenerationResult:
     """Autoregressive decoding (the teacher, or any causal model) of token-id prompts.
 
     sampling: temperature / top-k / top-p. Each completion stops at the first of `stop_ids`
     (kept) or at `max_new_tokens`; `banned_ids` are never sampled (e.g. the mask token).
+    on_token: called with each new token while decoding (streaming; one device only).
     mesh: decode the batch over this mesh's devices (all processes pass the same prompts)."""
     check_budget(max_new_tokens, 1)
+    if mesh is not None and on_token is not None:
+        raise ValueError("streaming (on_token) decodes on one device; pass mesh=None")
     tokens, valid = _prepare(config, prompts, max_new_tokens, 1, pad_id)
     static = dict(config=config, sampling=sampling, max_new_tokens=max_new_tokens,
-                  stop_ids=tuple(stop_ids), pad_id=pad_id, banned_ids=tuple(banned_ids))
+                  stop_ids=tuple(stop_ids), pad_id=pad_id, banned_ids=tuple(banned_ids), on_token=on_token)
     out, compile_s, run_s = _decode(ar_decode, config, params, tokens, valid, seed, static, mesh)
     lengths, toks = out["lengths"], out["tokens"]
     return GenerationResult([toks[i, :n].tolist() for i, n in enumerate(lengths)], None, int(out["nfe"]),

@@ -21,12 +21,17 @@ class ARDecodeOutput(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "sampling", "max_new_tokens", "stop_ids",
-                                             "pad_id", "banned_ids"))
+                                             "pad_id", "banned_ids", "on_token"))
 def ar_decode(config: ModelConfig, params: dict, prompt_tokens: jnp.ndarray,
               prompt_valid: jnp.ndarray, key: jax.Array, *, sampling: SamplingParams,
               max_new_tokens: int, stop_ids: tuple[int, ...], pad_id: int,
-              banned_ids: tuple[int, ...] = ()) -> ARDecodeOutput:
-    """Decode left-padded prompts [B, P] token by token (causal attention)."""
+              banned_ids: tuple[int, ...] = (), on_token=None) -> ARDecodeOutput:
+    """Decode left-padded prompts [B, P] token by token (causal attention).
+
+    on_token: optional host callback `(index, tokens [B], was_active [B])`, called with each new
+    token as it is sampled (streaming). A program with a host callback is not stored in JAX's
+    persistent compilation cache, so streaming recompiles at each start; without it the
+    program is identical to the plain decoder's."""
     batch, width = prompt_tokens.shape
     prompt_len = prompt_valid.sum(-1).astype(jnp.int32)
     positions = jnp.maximum(jnp.cumsum(prompt_valid, -1) - 1, 0).astype(jnp.int32)
@@ -42,6 +47,8 @@ def ar_decode(config: ModelConfig, params: dict, prompt_tokens: jnp.ndarray,
         key, sub = jax.random.split(key)
         token, _, _ = sample_tokens(logits, sub, sampling)
         token = jnp.where(finished, pad_id, token)
+        if on_token is not None:
+            jax.debug.callback(on_token, i, token, ~finished, ordered=True)
         now_finished = finished | is_stop(token, stop_ids)
         need_next = (i + 1 < max_new_tokens) & ~now_finished.all()
 
