@@ -26,7 +26,7 @@ from opdlm_jax.decoding.ar_decoder import ar_decode
 from opdlm_jax.decoding.batching import bucket_width, left_pad, note_shape
 from opdlm_jax.models.config import ModelConfig
 from opdlm_jax.sharding import (batch_sharding, host_value, param_shardings, place_global_batch,
-                                rules_context, shard_params)
+                                rules_context, shard_params, wait_for_all_processes)
 
 _compiled: dict = {}
 
@@ -70,6 +70,8 @@ def _run(fn, key_parts: tuple, args: dict, static: dict, mesh: Mesh | None = Non
             t0 = time.perf_counter()
             _compiled[cache_key] = fn.lower(**args, **static).compile()
             compile_s = time.perf_counter() - t0
+            # Processes finish compiling at different times; meet before the first collective.
+            wait_for_all_processes(f"{fn.__name__} compiled")
         t0 = time.perf_counter()
         out = jax.block_until_ready(_compiled[cache_key](**args))
     return out, compile_s, time.perf_counter() - t0
