@@ -9,9 +9,10 @@ Steps (each one optional; a failure is recorded and the next steps still run):
 1. Linux namespaces: a new mount, network and PID namespace (plus a user namespace when not
    root). The network namespace has no interfaces up, so nothing can be reached.
 2. Filesystem: every mount read-only (mount_setattr, recursive), fresh tmpfs on /tmp, /var/tmp,
-   /dev/shm, the work directory bound back read-write; directories the interpreter needs that
-   others cannot traverse (e.g. a 0700 /root holding pyenv) are replaced by a tmpfs that holds
-   only the needed entry.
+   /dev/shm, the work directory bound back read-write, the interpreter's directories bound back
+   read-only when they live under one of those (a venv in /tmp); directories the interpreter
+   needs that others cannot traverse (e.g. a 0700 /root holding pyenv) are replaced by a tmpfs
+   that holds only the needed entry.
 3. Fork: the command runs as PID 1 of the new PID namespace, so killing it (or the process
    group) takes every descendant with it, including ones that called setsid().
 4. In the child: a fresh /proc, privileges dropped to an unprivileged uid when started as root
@@ -95,6 +96,13 @@ def isolate(spec: dict) -> bool:
             if blocked:
                 d, child = blocked
                 keep.append((d, child, os.open(os.path.join(d, child), os.O_PATH | os.O_DIRECTORY)))
+    # The interpreter itself may live under /tmp (a venv in a clone there): keep it reachable
+    # through the private tmpfs that hides the rest of /tmp.
+    under_tmp = []
+    for path in spec.get("needed_paths", []):
+        directory = path if os.path.isdir(path) else os.path.dirname(path)
+        if any(directory == d or directory.startswith(d + "/") for d in SHADOWED):
+            under_tmp.append((directory, os.open(directory, os.O_PATH | os.O_DIRECTORY)))
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     try:
         _readonly_everything()
@@ -105,6 +113,8 @@ def isolate(spec: dict) -> bool:
         if os.path.isdir(d):
             _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777")
     report["private_tmp"] = True
+    for directory, fd in under_tmp:
+        _bind_fd(fd, directory, writable=False)
     seen = set()
     for d, child, fd in keep:
         if d not in seen:
