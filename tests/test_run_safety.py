@@ -222,3 +222,24 @@ def test_fingerprints_are_the_same_on_any_mesh():
     swapped = dict(tree, w=x.at[0, 0].set(x[0, 1]).at[0, 1].set(x[0, 0]))  # same values, moved
     assert fingerprint(swapped)[0]["['w']"] != reference["['w']"]
     assert not fingerprint(dict(tree, w=x.at[0, 0].set(np.nan)))[1]
+
+
+def test_a_checkpoint_holding_nan_is_not_restored(tmp_path):
+    """An older checkpoint (no fingerprints) holding NaN, as runs before the guard could save:
+    restore treats it as corrupt instead of training on it."""
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+
+    from opdlm_jax.checkpoints.orbax import CorruptCheckpoint, RunCheckpointer
+
+    ckpt = RunCheckpointer(tmp_path / "checkpoints", async_save=False)
+    params, opt = {"w": jnp.array([1.0, jnp.nan])}, {"m": jnp.zeros(2)}
+    ckpt.manager.save(1, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt),
+        data=ocp.args.JsonSave({}), meta=ocp.args.JsonSave({"step": 1})))
+    abstract = jax.eval_shape(lambda t: t, (params, opt))
+    with pytest.raises(CorruptCheckpoint, match="params holds NaN or inf"):
+        ckpt.restore_verified(1, *abstract)
+    with pytest.raises(RunStopped, match="none of the 1 checkpoint"):
+        ckpt.restore(*abstract)
+    ckpt.close()

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from opdlm_jax.sharding import host_value
+
 _GOLDEN = np.uint32(2654435761)  # Knuth's multiplicative hash constant: spreads positions over 32 bits
 
 
@@ -42,37 +44,28 @@ def _leaf_finite(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.array(True)
 
 
-@jax.jit
-def _fingerprints_and_finite(tree: Any):
-    leaves = jax.tree.leaves(tree)
-    prints = [_leaf_fingerprint(x) for x in leaves]
-    finite = jnp.all(jnp.stack([_leaf_finite(x) for x in leaves])) if leaves else jnp.array(True)
-    return prints, finite
-
-
 def tree_is_finite(tree: Any) -> jnp.ndarray:
     """A scalar bool: every floating leaf of `tree` is free of NaN and inf (traceable)."""
     leaves = jax.tree.leaves(tree)
     return jnp.all(jnp.stack([_leaf_finite(x) for x in leaves])) if leaves else jnp.array(True)
 
 
-def _host(x: jax.Array) -> np.ndarray:
-    # Replicated results of a multi-process computation are not fully addressable: read a local copy.
-    return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)
+@jax.jit
+def _fingerprints_and_finite(tree: Any):
+    return [_leaf_fingerprint(x) for x in jax.tree.leaves(tree)], tree_is_finite(tree)
 
 
 def fingerprint(tree: Any) -> tuple[dict[str, list], bool]:
     """-> ({leaf path: [sum, weighted sum, dtype]}, all finite) for an array tree."""
     prints, finite = _fingerprints_and_finite(tree)
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return ({jax.tree_util.keystr(path): [*(int(v) for v in _host(f)), str(jnp.asarray(leaf).dtype)]
-             for (path, leaf), f in zip(flat, prints)}, bool(_host(finite)))
+    return ({jax.tree_util.keystr(path): [*(int(v) for v in host_value(f)), str(jnp.asarray(leaf).dtype)]
+             for (path, leaf), f in zip(flat, prints)}, bool(host_value(finite)))
 
 
-def mismatched_leaves(expected: dict[str, list], tree: Any) -> list[str]:
-    """The leaf paths of `tree` whose fingerprint differs from `expected` or that are missing on
+def mismatched_leaves(expected: dict[str, list], actual: dict[str, list]) -> list[str]:
+    """The leaf paths whose fingerprint in `actual` differs from `expected` or that are missing on
     either side. A leaf restored in another dtype than it was saved in (a cast on restore) cannot
     be compared bit for bit and is skipped."""
-    actual, _ = fingerprint(tree)
     bad = [p for p in expected if p not in actual] + [p for p in actual if p not in expected]
     return bad + [p for p, v in actual.items() if p in expected and expected[p][2] == v[2] and expected[p] != v]

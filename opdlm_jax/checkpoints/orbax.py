@@ -47,17 +47,39 @@ def _first_line(e: BaseException) -> str:
 
 
 def verify_item(meta: dict, name: str, tree: Any, where: str) -> None:
-    """Raise CorruptCheckpoint when `tree` (item `name`) differs from the fingerprints in `meta`.
-
-    Checkpoints written before fingerprints existed have none: they are accepted with a warning."""
+    """Raise CorruptCheckpoint when `tree` (item `name`) holds NaN or inf, or differs from the
+    fingerprints in `meta`. Checkpoints written before fingerprints existed have none: they are
+    checked for finiteness only, with a warning."""
+    actual, finite = fingerprint(tree)
+    if not finite:
+        raise CorruptCheckpoint(f"{where}: {name} holds NaN or inf")
     expected = meta.get("fingerprints", {}).get(name)
     if expected is None:
         log.warning("%s has no fingerprint for %s (an older checkpoint): not verified", where, name)
         return
-    bad = mismatched_leaves(expected, tree)
+    bad = mismatched_leaves(expected, actual)
     if bad:
         raise CorruptCheckpoint(f"{where}: {len(bad)} leaf/leaves of {name} differ from the saved "
                                 f"fingerprint, e.g. {bad[0]}")
+
+
+def _restore_checked(manager: ocp.CheckpointManager, step: int, abstract: dict[str, Any],
+                     json_items: tuple[str, ...], where: str) -> dict:
+    """Items of checkpoint `step`: the array items of `abstract` (name -> abstract tree; an
+    `opt_state` the checkpoint was saved without comes back None), the JSON items, and `meta`.
+    Every array item is verified; whatever fails to read or verify is CorruptCheckpoint."""
+    try:
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        arrays = {name: tree for name, tree in abstract.items()
+                  if not (name == "opt_state" and meta.get("params_only"))}
+        args = {**{name: ocp.args.StandardRestore(tree) for name, tree in arrays.items()},
+                **{name: ocp.args.JsonRestore() for name in json_items}}
+        restored = manager.restore(step, args=ocp.args.Composite(**args))
+    except Exception as e:  # noqa: BLE001 - whatever fails to read is a corrupt checkpoint
+        raise CorruptCheckpoint(f"{where} is unreadable ({_first_line(e)})") from e
+    for name in arrays:
+        verify_item(meta, name, restored[name], where)
+    return {**{name: None for name in abstract}, **{name: restored[name] for name in args}, "meta": meta}
 
 
 class RunCheckpointer:
@@ -105,22 +127,10 @@ class RunCheckpointer:
 
     def restore_verified(self, step: int, abstract_params: Any, abstract_opt_state: Any) -> dict:
         """-> dict(params, opt_state, data, meta) of `step` (opt_state None for a params-only
-        checkpoint); CorruptCheckpoint when it does not read or does not match its fingerprints."""
-        where = f"checkpoint step {step} in {self.directory}"
-        try:
-            params_only = bool(self.read_meta(step).get("params_only"))  # saved without opt_state
-            items = dict(params=ocp.args.StandardRestore(abstract_params),
-                         opt_state=ocp.args.StandardRestore(abstract_opt_state),
-                         data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
-            if params_only:
-                del items["opt_state"]
-            restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        except Exception as e:  # noqa: BLE001 - whatever fails to read is a corrupt checkpoint
-            raise CorruptCheckpoint(f"{where} is unreadable ({_first_line(e)})") from e
-        restored = {name: (None if name == "opt_state" and params_only else restored[name]) for name in ITEMS}
-        for name in ("params",) if params_only else ("params", "opt_state"):
-            verify_item(restored["meta"], name, restored[name], where)
-        return restored
+        checkpoint); CorruptCheckpoint when it does not read, holds NaN/inf or does not match its
+        fingerprints."""
+        return _restore_checked(self.manager, step, {"params": abstract_params, "opt_state": abstract_opt_state},
+                                ("data",), f"checkpoint step {step} in {self.directory}")
 
     def restore(self, abstract_params: Any, abstract_opt_state: Any) -> dict | None:
         """The newest checkpoint that reads and verifies -> dict(params, opt_state, data, meta), or
@@ -146,7 +156,8 @@ class RunCheckpointer:
             f"{reasons}\nTo start over, use a new --workdir (or move {self.directory} aside yourself).")
 
     def newest_good_step(self, abstract_params: Any, abstract_opt_state: Any) -> int | None:
-        """The newest checkpoint that reads, verifies and is finite (each one is restored to check)."""
+        """The newest checkpoint that reads, is finite and matches its fingerprints (each one is
+        restored to check)."""
         self.wait()
         for step in reversed(self.steps()):
             try:
@@ -200,14 +211,9 @@ def restore_params(directory: str | os.PathLike, abstract_params: Any, step: int
         raise FileNotFoundError(f"no checkpoint for step {step} in {directory}; steps: {steps}")
     problems = []
     for s in ([step] if step is not None else reversed(steps)):
-        where = f"checkpoint step {s} in {directory}"
         try:
-            try:
-                restored = manager.restore(s, args=ocp.args.Composite(
-                    params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
-            except Exception as e:  # noqa: BLE001 - whatever fails to read is a corrupt checkpoint
-                raise CorruptCheckpoint(f"{where} is unreadable ({_first_line(e)})") from e
-            verify_item(restored["meta"], "params", restored["params"], where)
+            restored = _restore_checked(manager, s, {"params": abstract_params}, (),
+                                        f"checkpoint step {s} in {directory}")
             return restored["params"], restored["meta"]
         except CorruptCheckpoint as e:
             if step is not None:

@@ -18,18 +18,17 @@ import functools
 import logging
 import os
 import time
-
-from etils import epath
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from tqdm import tqdm
 
 from opdlm_jax.checkpoints.orbax import RunCheckpointer
-from opdlm_jax.errors import RunStopped
 from opdlm_jax.decoding.batching import note_shape
+from opdlm_jax.errors import RunStopped
 from opdlm_jax.sharding import (abstract_with_shardings, host_value, place_global_batch, shard_params,
                                 wait_for_all_processes)
 from opdlm_jax.train.batch_inputs import step_inputs
@@ -73,13 +72,10 @@ def make_data_iterator(config, setup: Setup, workdir: epath.Path):
                              max_prompt_tokens=config.data.max_prompt_tokens,
                              on_too_long=config.data.on_too_long, data_dir=data_dir, chat_format=fmt,
                              shard_index=0, shard_count=1)
-    if jax.process_count() == 1:
-        return make()
     # The tfds dataset is built once, by process 0; the others open it when it is complete.
-    if jax.process_index() == 0:
-        make()
+    first = make() if jax.process_index() == 0 else None
     wait_for_all_processes("prompt dataset built")
-    return make()
+    return first if first is not None else make()
 
 
 def train(config, workdir: str | os.PathLike | epath.Path, eval_fn: EvalFn | None = None, setup: Setup | None = None,
