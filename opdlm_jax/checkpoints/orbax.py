@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,6 +29,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from opdlm_jax.checkpoints.integrity import fingerprint, mismatched_leaves
+from opdlm_jax.checkpoints.paths import as_epath
 from opdlm_jax.errors import BadInput, RunStopped
 from opdlm_jax.sharding import wait_for_all_processes
 
@@ -187,16 +187,6 @@ class RunCheckpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
-
-
-def as_epath(path: str | os.PathLike) -> epath.Path:
-    """Local paths made absolute (Orbax wants them so), URLs (gs://) as they are."""
-    return epath.Path(path) if is_remote(path) else epath.Path(Path(path).absolute())
-
-
-def is_remote(path: str | os.PathLike) -> bool:
-    """A URL-style path (gs://...) rather than a local one."""
-    return "://" in (path if isinstance(path, str) else str(path))
 
 
 def restore_params(directory: str | os.PathLike, abstract_params: Any, step: int | None = None) -> tuple[Any, dict]:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from opdlm_jax.checkpoints.paths import atomic_write_text
 from opdlm_jax.errors import BadInput
 
 
@@ -35,7 +36,7 @@ class ChunkStore:
                 raise BadInput(f"{self.directory} holds records made with other settings (differing: "
                                f"{', '.join(diff)}); use another --out or delete that directory")
         else:
-            _atomic_write(stored, json.dumps(self.settings, indent=1, sort_keys=True))
+            atomic_write_text(stored, json.dumps(self.settings, indent=1, sort_keys=True))
 
     def rows_of(self, k: int) -> range:
         return range(k * self.chunk_size, min((k + 1) * self.chunk_size, self.num_rows))
@@ -50,7 +51,7 @@ class ChunkStore:
         return [k for k in range(self.num_chunks) if not self.done(k)]
 
     def write(self, k: int, records: Iterable[Mapping[str, Any]]) -> None:
-        _atomic_write(self.path(k), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        atomic_write_text(self.path(k), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
     def records(self) -> list[dict]:
         """Every finished chunk's records, in row order."""
@@ -60,12 +61,3 @@ class ChunkStore:
                 with open(self.path(k), encoding="utf-8") as f:
                     out.extend(json.loads(line) for line in f if line.strip())
         return out
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
+from opdlm_jax.checkpoints.paths import atomic_write_text
+
 
 def summarize(records: Iterable[Mapping[str, Any]], settings: Mapping[str, Any]) -> dict:
     records = list(records)
@@ -47,9 +49,7 @@ def merge_results(path: str | os.PathLike, new: Mapping[str, dict]) -> dict:
     path = Path(path)
     results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     results.update(new)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(results, indent=1, sort_keys=True) + "\n")
     return results
 
 

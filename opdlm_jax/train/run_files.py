@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 from etils import epath
 
-from opdlm_jax.checkpoints.orbax import is_remote
+from opdlm_jax.checkpoints.paths import atomic_write_text, is_remote
 from opdlm_jax.errors import BadInput
 
 __all__ = ["REMOTE_SCHEMES", "atomic_write_text", "is_remote", "run_directory", "truncate_jsonl", "write_json"]
@@ -32,18 +32,6 @@ def run_directory(workdir) -> epath.Path:
                            + ", ".join(f"{s}://" for s in REMOTE_SCHEMES))
         return epath.Path(text)
     return epath.Path(os.path.abspath(text))
-
-
-def atomic_write_text(path: epath.Path, text: str) -> None:
-    """Write to a sibling temporary file, then rename over `path`: readers see old or new, never
-    half. Remote objects (gs://) are replaced whole by one upload, which is atomic by itself."""
-    path = epath.Path(path)
-    if is_remote(path):  # a Cloud Storage object upload is atomic already (and a rename is a copy)
-        path.write_text(text)
-        return
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def write_json(path: epath.Path, value) -> None:
