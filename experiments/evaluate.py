@@ -114,11 +114,12 @@ def run_meta(run_dir: str, step: Optional[int]) -> dict:
 def pending_everywhere(pending: Optional[list[int]], num_chunks: int) -> list[int]:
     """The chunks still to do as process 0 sees them, on every process (other hosts may not see
     OUT; all of them must decode the same batches together)."""
-    jax = sys.modules.get("jax")
-    if jax is None or jax.process_count() == 1:
-        return pending
+    import jax
     import numpy as np
     from jax.experimental import multihost_utils
+
+    if jax.process_count() == 1:
+        return pending
 
     todo = np.zeros(num_chunks, np.int32)
     if pending is not None:

@@ -21,7 +21,6 @@ the one call into the decoders
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from opdlm_jax.checkpoints.loading import LoadedModel
@@ -92,9 +91,10 @@ def decode_mesh(all_local_devices: bool = False):
 
 
 def is_primary() -> bool:
-    """Process 0, the one that prints and writes (True when JAX has not been imported)."""
-    jax = sys.modules.get("jax")
-    return jax is None or jax.process_index() == 0
+    """Process 0, the one that prints and writes (the only one without a distributed runtime)."""
+    import jax
+
+    return jax.process_index() == 0
 
 
 def decode_ids(model: LoadedModel, prompts: Sequence[Sequence[int]], decoding: Decoding, max_new_tokens: int,
