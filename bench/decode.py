@@ -208,7 +208,7 @@ def forward_probes(model, batch: int, width: int, b: int, new_tokens: int, uncac
     """Jitted single forward passes at the middle of the response, as the decoders run them.
 
     ar_step: 1 token, causal, logits of 1 position, cache kept (donated, as carried in the loop).
-    round: b tokens, block-causal, logits of b positions, cache discarded (a denoising round).
+    round: b tokens, block-causal, logits of b positions, cache not written (a denoising round).
     commit: 2b tokens, logits of b + 1 positions, cache kept (finished block + next block's round 0).
     prefill: the padded prompt width, causal, logits of the last position (once per AR decode).
     uncached: the whole buffer [B, width + new_tokens + b], logits of b + 1 positions.
@@ -255,7 +255,7 @@ def forward_probes(model, batch: int, width: int, b: int, new_tokens: int, uncac
         pos = jax.lax.dynamic_slice_in_dim(positions, idx, b, axis=1)
         blk = jax.lax.dynamic_slice_in_dim(block_ids, idx, b, axis=1)
         h, _ = extend(cfg, params, cache, tokens[:, :b], idx, pos, mode="block", block_ids=blk,
-                      return_hidden=True)
+                      return_hidden=True, commit=False)
         return unembed(cfg, params, h)
 
     @jax.jit

@@ -22,7 +22,7 @@ def test_prompt_batch_caps_per_domain():
     assert host.budget == 32  # chat is uncapped, so the batch keeps the full budget
     # science's cap of 6 rounds down to whole blocks (4); math's 16 stays; chat gets the budget.
     assert host.inputs.max_lengths.tolist() == [16, 32, 4, 16]
-    assert host.inputs.prompts.shape == (4, 16)  # 10 tokens -> the 16 bucket (a multiple of the block)
+    assert host.inputs.prompts.shape == (4, 12)  # 10 tokens -> the 12 rung of the default pow2_half ladder (8, 12, 16, ...)
     assert host.inputs.prompt_valid.sum(1).tolist() == [3, 10, 2, 1]
     assert host.inputs.prompts[0, -3:].tolist() == [5, 6, 7] and host.inputs.prompts[0, 0] == 0  # left-padded
     assert host.inputs.responses is None and host.prompt_tokens == 16

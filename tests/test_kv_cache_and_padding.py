@@ -71,3 +71,29 @@ def test_bfloat16_compute_is_close_to_float32():
     assert bf16.dtype == jnp.float32
     # bfloat16 has an 8-bit mantissa: logits of a random tiny model agree to a few 1e-2.
     np.testing.assert_allclose(np.asarray(bf16), np.asarray(ref), atol=5e-2)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_uncommitted_pass_equals_written_pass_and_leaves_cache(scan):
+    """extend(commit=False) (a diffusion round) gives the logits of writing the chunk and
+    attending over the cache, also when the chunk's slots hold stale keys from an earlier
+    commit, and returns the cache unchanged."""
+    config, params = tiny_model("qwen3")
+    if scan:
+        config = config.replace(scan_layers=True)
+        params = {k: v for k, v in params.items() if not k.startswith("layers_")} | {
+            "layers": jax.tree.map(lambda *xs: jnp.stack(xs),
+                                   *[params[f"layers_{i}"] for i in range(tiny_model("qwen3")[0].num_layers)])}
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 12), 0, config.vocab_size)
+    pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
+    cache = init_cache(config, 2, 16)
+    # Commit columns [0, 8): the last 4 play the stale mask block of the diffusion loop.
+    _, cache = extend(config, params, cache, tokens[:, :8], 0, pos[:, :8], mode="block")
+    chunk, chunk_pos = tokens[:, 8:12][:, ::-1], pos[:, 4:8]
+    valid = jnp.array([[True] * 4, [True, True, False, False]])
+    written, _ = extend(config, params, cache, chunk, 4, chunk_pos, mode="block", valid=valid)
+    peeked, same = extend(config, params, cache, chunk, 4, chunk_pos, mode="block", valid=valid,
+                          commit=False)
+    np.testing.assert_allclose(np.asarray(peeked), np.asarray(written), atol=TOL)
+    for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(cache)):
+        assert a is b

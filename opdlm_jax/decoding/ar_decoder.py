@@ -11,6 +11,7 @@ from opdlm_jax.decoding.sampling import SamplingParams, ban_tokens, sample_token
 from opdlm_jax.decoding.stopping import is_stop, response_lengths
 from opdlm_jax.models import extend, init_cache, unembed
 from opdlm_jax.models.config import ModelConfig
+from opdlm_jax.models.layer_stack import decoding_layout
 
 
 class ARDecodeOutput(NamedTuple):
@@ -32,6 +33,7 @@ def ar_decode(config: ModelConfig, params: dict, prompt_tokens: jnp.ndarray,
     token as it is sampled (streaming). A program with a host callback is not stored in JAX's
     persistent compilation cache, so streaming recompiles at each start; without it the
     program is identical to the plain decoder's."""
+    config, params = decoding_layout(config, params)
     batch, width = prompt_tokens.shape
     prompt_len = prompt_valid.sum(-1).astype(jnp.int32)
     positions = jnp.maximum(jnp.cumsum(prompt_valid, -1) - 1, 0).astype(jnp.int32)

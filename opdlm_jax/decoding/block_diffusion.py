@@ -26,6 +26,7 @@ from opdlm_jax.decoding.sampling import ban_tokens, sample_tokens
 from opdlm_jax.decoding.stopping import is_stop, response_lengths
 from opdlm_jax.models import extend, forward, init_cache, unembed
 from opdlm_jax.models.config import ModelConfig
+from opdlm_jax.models.layer_stack import decoding_layout
 
 UNSET_STEP = -1  # step-map value of prompt and padding positions
 
@@ -75,6 +76,7 @@ def block_diffusion_decode(config: ModelConfig, params: dict, prompt_tokens: jnp
     max_lengths: optional per-sequence budgets [B] (multiples of the block size, <= max_new_tokens),
     e.g. per-domain caps; a sequence stops after its budget like after a stop token.
     """
+    config, params = decoding_layout(config, params)
     b, rounds_per_block = sampler.block_size, sampler.steps_per_block
     batch, width = prompt_tokens.shape
     if width % b or max_new_tokens % b:
@@ -96,11 +98,12 @@ def block_diffusion_decode(config: ModelConfig, params: dict, prompt_tokens: jnp
     def logits_at(hidden):
         return ban_tokens(unembed(config, params, hidden), (mask_id,))
 
-    def cached_pass(cache, tokens, valid, start):
-        """One cached forward over columns [start, start + n) -> (hidden, new cache)."""
+    def cached_pass(cache, tokens, valid, start, commit=True):
+        """One cached forward over columns [start, start + n) -> (hidden, cache, written if commit)."""
         n = tokens.shape[1]
         return extend(config, params, cache, tokens, start, cols(positions, start, n), mode="block",
-                      block_ids=cols(block_ids, start, n), valid=valid, return_hidden=True)
+                      block_ids=cols(block_ids, start, n), valid=valid, return_hidden=True,
+                      commit=commit)
 
     def score_uncached(tokens, valid, start):
         """Recompute the whole buffer; read logits at [start - 1, start + b)."""
@@ -135,7 +138,7 @@ def block_diffusion_decode(config: ModelConfig, params: dict, prompt_tokens: jnp
             tokens_now = jax.lax.dynamic_update_slice_in_dim(carry.tokens, block, start, axis=1)
             if sampler.use_cache:
                 valid_now = jnp.broadcast_to(active[:, None], block.shape)
-                hidden, _ = cached_pass(carry.cache, block, valid_now, start)  # block not committed
+                hidden, _ = cached_pass(carry.cache, block, valid_now, start, commit=False)
                 return logits_at(hidden), carry.prev_logits
             return score_uncached(tokens_now, carry.valid, start)
 

@@ -57,6 +57,15 @@ def filtered_log_probs(logits: jnp.ndarray, params: SamplingParams) -> jnp.ndarr
     return jax.nn.log_softmax(logits, axis=-1)
 
 
+def first_argmax(x: jnp.ndarray) -> jnp.ndarray:
+    """argmax over the last axis (the first index on ties), as two plain reductions: XLA's CPU
+    argmax (one variadic reduce) is about twice as slow over a 49k vocabulary."""
+    top = jnp.max(x, axis=-1, keepdims=True)
+    index = jnp.arange(x.shape[-1], dtype=jnp.int32)
+    first = jnp.min(jnp.where(x == top, index, x.shape[-1]), axis=-1)
+    return jnp.minimum(first, x.shape[-1] - 1)  # NaN logits match nowhere: stay in the vocabulary
+
+
 def sample_tokens(logits: jnp.ndarray, key: jax.Array, params: SamplingParams):
     """Sample one token per position. Returns (tokens, confidence, entropy), float32 statistics.
 
@@ -65,9 +74,9 @@ def sample_tokens(logits: jnp.ndarray, key: jax.Array, params: SamplingParams):
     """
     log_probs = filtered_log_probs(logits, params)
     if params.is_greedy:
-        tokens = jnp.argmax(log_probs, axis=-1)
-    else:
-        tokens = jax.random.categorical(key, log_probs, axis=-1)
+        tokens = first_argmax(log_probs)
+    else:  # Gumbel-max: the same draws and choice as jax.random.categorical, a faster argmax
+        tokens = first_argmax(log_probs + jax.random.gumbel(key, log_probs.shape, log_probs.dtype))
     chosen = jnp.take_along_axis(log_probs, tokens[..., None], axis=-1)[..., 0]
     probs = jnp.exp(log_probs)
     entropy = -jnp.sum(jnp.where(probs > 0, probs * log_probs, 0.0), axis=-1)

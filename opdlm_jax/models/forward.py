@@ -40,13 +40,7 @@ def logical_axes(config: ModelConfig) -> dict:
 
 
 def build_mask(mode: Mode, positions, block_ids, valid) -> jnp.ndarray:
-    if mode == "causal":
-        mask = masks.causal(positions, positions)
-    elif mode == "block":
-        mask = masks.block_causal(block_ids, block_ids)
-    else:
-        raise ValueError(f"unknown attention mode {mode!r}; expected 'causal' or 'block'")
-    return masks.with_valid_keys(mask, valid)
+    return masks.with_valid_keys(masks.by_mode(mode, positions, block_ids, positions, block_ids), valid)
 
 
 def forward(config: ModelConfig, params: dict, tokens: jnp.ndarray, *, mode: Mode = "causal",

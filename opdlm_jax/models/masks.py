@@ -30,6 +30,15 @@ def block_causal(q_block: jnp.ndarray, k_block: jnp.ndarray) -> jnp.ndarray:
     return k_block[:, None, :] <= q_block[:, :, None]
 
 
+def by_mode(mode: str, q_pos, q_block, k_pos, k_block) -> jnp.ndarray:
+    """The mask of an attention mode: "causal" (the AR teacher) or "block" (the student)."""
+    if mode == "causal":
+        return causal(q_pos, k_pos)
+    if mode == "block":
+        return block_causal(q_block, k_block)
+    raise ValueError(f"unknown attention mode {mode!r}; expected 'causal' or 'block'")
+
+
 def training_layout(q_block: jnp.ndarray, q_noisy: jnp.ndarray,
                     k_block: jnp.ndarray, k_noisy: jnp.ndarray) -> jnp.ndarray:
     """The 2L `[prompt | x0 | x_t]` layout (BD3-LM).
@@ -138,3 +147,12 @@ class StructuredMask:
     (data) and the static column structure (pytree metadata, so it passes scan and remat)."""
     valid: jnp.ndarray
     structure: StaticMask = struct.field(pytree_node=False)
+
+
+@struct.dataclass
+class PeekMask:
+    """A cached pass that leaves the cache untouched (a diffusion round that is not committed):
+    `cached` [B, T, S] says which cache slots each query sees, `chunk` [B, T, T] which of the
+    chunk's own tokens; the model attends to both as one softmax."""
+    cached: jnp.ndarray
+    chunk: jnp.ndarray

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 
 from opdlm_jax.models.attention_choice import attention_platform
 from opdlm_jax.models.config import ModelConfig
-from opdlm_jax.models.masks import StructuredMask
+from opdlm_jax.models.masks import PeekMask, StructuredMask
 from opdlm_jax.models.rope import apply_rotary
 
-LayerCache = Any  # (k, v) arrays [B, S, kv_heads, head_dim] or None
+LayerCache = Any  # (k, v) arrays [B, kv_heads, S, head_dim] or None
 
 _REMAT_POLICIES = {
     "full": None,
@@ -96,28 +96,52 @@ class Attention(nn.Module):
         k = _constrain(k, ("batch", "length", "kv_heads", "head_dim"))
 
         new_cache = None
-        if layer_cache is not None:
-            # Write this chunk's keys/values at cache_index, then attend over the whole cache;
-            # the mask hides empty slots.
+        if isinstance(mask, PeekMask):
+            # A pass that must not change the cache (a diffusion round): attend to the cached
+            # keys and to the chunk's own keys side by side, so nothing is written or copied.
             cache_k, cache_v = layer_cache
-            k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), cache_index, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), cache_index, axis=1)
-            new_cache = (k, v)
-
-        if isinstance(mask, StructuredMask):
+            out = _dense_attention(q, ((cache_k, cache_v, mask.cached),
+                                       (_heads_first(k), _heads_first(v), mask.chunk)), kv, dt)
+        elif isinstance(mask, StructuredMask):
             out = _splash(q, k.astype(dt), v.astype(dt), mask, layer_cache is not None)
         else:
-            b, t = q.shape[:2]
-            q = q.reshape(b, t, kv, h // kv, hd)
-            scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(dt),
-                                preferred_element_type=jnp.float32) * (hd ** -0.5)
-            scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-            probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-            out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dt)).reshape(b, t, h, hd)
+            k, v = _heads_first(k), _heads_first(v)
+            if layer_cache is not None:
+                # Write this chunk's keys/values at cache_index (in place: each layer owns its
+                # buffer), then attend over the whole cache; the mask hides empty slots.
+                cache_k, cache_v = layer_cache
+                k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), cache_index, axis=2)
+                v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), cache_index, axis=2)
+                new_cache = (k, v)
+            out = _dense_attention(q, ((k, v, mask),), kv, dt)
         out = _constrain(out, ("batch", "length", "q_heads", "head_dim"))
         out = Projection((h, hd, d), ("q_heads", "head_dim", "embed"), 2, False, dt, pdt,
                          name="o_proj")(out)
         return out, new_cache
+
+
+def _dense_attention(q, segments, kv_heads: int, dt):
+    """Softmax attention of q [B, T, H, hd] over one or more (keys, values, mask [B, T, S_i])
+    segments, as if their keys were concatenated; keys/values [B, kv_heads, S_i, hd] (the cache's
+    layout, so cached keys are read without a transpose); float32 scores, grouped-query heads."""
+    b, t, h, hd = q.shape
+    q = q.reshape(b, t, kv_heads, h // kv_heads, hd)
+    scores = []
+    for k, _, mask in segments:
+        s = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(dt), preferred_element_type=jnp.float32) * (hd ** -0.5)
+        scores.append(jnp.where(mask[:, None, None, :, :], s, jnp.finfo(jnp.float32).min))
+    probs = jax.nn.softmax(jnp.concatenate(scores, -1) if len(scores) > 1 else scores[0], axis=-1).astype(dt)
+    out, start = 0, 0
+    for k, v, _ in segments:
+        part = jax.lax.slice_in_dim(probs, start, start + k.shape[2], axis=-1)
+        out = out + jnp.einsum("bkgts,bksd->btkgd", part, v.astype(dt))
+        start += k.shape[2]
+    return out.reshape(b, t, h, hd)
+
+
+def _heads_first(x):
+    """[B, T, kv_heads, hd] -> [B, kv_heads, T, hd]."""
+    return jnp.swapaxes(x, 1, 2)
 
 
 def _splash(q, k, v, mask: StructuredMask, cached: bool):
@@ -163,8 +187,11 @@ class DecoderLayer(nn.Module):
 class Transformer(nn.Module):
     """tokens [B, T] -> hidden [B, T, d] (or float32 logits), plus the updated cache.
 
-    `mask` is boolean [B, T, S]: S = T without a cache, the cache length with one. `cache` is
-    (k, v), each [num_layers, B, S, kv_heads, head_dim], or None.
+    `mask` is boolean [B, T, S]: S = T without a cache, the cache length with one; a
+    `masks.PeekMask` runs the chunk against the cache without writing it. `cache` is (k, v):
+    with scanned layers each [num_layers, B, kv_heads, S, head_dim], unrolled a tuple of
+    per-layer [B, kv_heads, S, head_dim] buffers (updated in place, no per-step restacking);
+    or None.
     """
     config: ModelConfig
 
@@ -203,8 +230,9 @@ class Transformer(nn.Module):
                 layer_cache = None if cache is None else (cache[0][i], cache[1][i])
                 x, layer_new = layer(x, layer_cache, cos, sin, mask, cache_index)
                 new_layers.append(layer_new)
-            new_cache = None if cache is None else tuple(
-                jnp.stack([lc[j] for lc in new_layers]) for j in range(2))
+            new_cache = None
+            if cache is not None and not isinstance(mask, PeekMask):
+                new_cache = tuple(tuple(lc[j] for lc in new_layers) for j in range(2))
         x = self.final_norm(x)
         if return_hidden:
             return x, new_cache

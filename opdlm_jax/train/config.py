@@ -46,7 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         train="", heldout="", max_prompt_tokens=256, on_too_long="skip",
         data_dir="", corpus="shakespeare", prompt_bucket=16,
-        prompt_ladder="pow2"))  # "pow2_half": rungs at 1.5x too (less padding, a few more compiles)
+        prompt_ladder="pow2_half"))  # rungs at 1x and 1.5x of each power of two (at most 1.5x padding); "pow2": doublings only
     c.rollout = ml_collections.ConfigDict(dict(
         block_size=4, steps_per_block=4, strategy="low_confidence_dynamic", threshold=0.9,
         temperature=1.0, top_k=0, top_p=1.0, alignment="same_position"))

@@ -1,0 +1,36 @@
+"""Scanned (stacked) vs unrolled layer parameters, and which one a decode loop runs.
+
+Training scans the layers (`ModelConfig.scan_layers`): one layer body to compile, parameters
+stacked on a leading axis. A decode loop runs the model dozens to thousands of times on the same
+weights; on CPU every scanned forward slices each layer's weights out of the stack (a copy of
+all weights per forward, measured: BENCHMARKS.md "Decoding"), so decoding there unstacks the
+layers once per call and runs the unrolled model. TPU and GPU compilers read the slices in place
+and keep the scan (shorter compiles).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from opdlm_jax.models.config import ModelConfig
+
+STACKED = "layers"
+
+
+def unstack_layers(config: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
+    """(config with scan_layers=False, params with `layers_{i}` entries) from a scanned model."""
+    if not config.scan_layers:
+        return config, params
+    stacked = params[STACKED]
+    unrolled = {k: v for k, v in params.items() if k != STACKED}
+    for i in range(config.num_layers):
+        unrolled[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+    return config.replace(scan_layers=False), unrolled
+
+
+def decoding_layout(config: ModelConfig, params: Any) -> tuple[ModelConfig, Any]:
+    """The layer layout a decode loop should run on this platform (see the module docstring)."""
+    if config.scan_layers and jax.default_backend() == "cpu":
+        return unstack_layers(config, params)
+    return config, params
