@@ -595,10 +595,13 @@ def build_report(args, env, end_load, batch_run, torch_how, results, stop_rows, 
                "(transformers: generation steps). tokens/round = generated tokens / sum over sequences "
                "of the rounds in which each had masked tokens (AR: 1).")
     unc = [b for b in results if "d" in results[b]["times"]]
-    out.append(f"(d), the uncached reference, recomputes the whole buffer every round; it ran only at "
-               f"B={','.join(map(str, unc)) or '-'} and in only the first {args.uncached_repeats} rounds "
-               "(fewer runs than the 5 the guide asks for, to keep the run short); its per-forward cost "
-               "is in the forward-pass table.")
+    if unc:
+        out.append(f"(d), the uncached reference, recomputes the whole buffer every round; it ran only at "
+                   f"B={','.join(map(str, unc))} and in only the first {args.uncached_repeats} rounds "
+                   "(fewer runs than the 5 the guide asks for, to keep the run short); its per-forward cost "
+                   "is in the forward-pass table.")
+    else:
+        out.append("(d), the uncached reference, was not run (`--uncached-batches ''`).")
     few = [(b, len(r["times"][TORCH])) for b, r in results.items() if len(r["times"][TORCH]) < args.repeats]
     if few:
         out.append("(e), transformers on 2 threads, ran in fewer rounds at " + ", ".join(
@@ -709,7 +712,8 @@ def build_report(args, env, end_load, batch_run, torch_how, results, stop_rows, 
         + ", ".join(f"{pass_ratio[(b, 'commit')]:.2f}x" for b in probe_results) + " an AR step (B="
         + ",".join(map(str, probe_results)) + "): at equal NFE the diffusion loop is slower, and in the loop "
         "it is slower than these passes predict at B > 1 (measured vs predicted (b)/(a) above): the "
-        "diffusion loop has extra per-round/per-block work (see notes on cache copies).")
+        "diffusion loop has extra per-round/per-block work (sampling and the unmasking choice over "
+        "the vocabulary each round, the commit's extra positions).")
     out.append("- Not the cause: compile time (excluded; 15-25 s per shape and setting, reported separately), "
                "host work (about 1 ms per `generate_*` call, above) and host syncs (one per call: the whole "
                "decode is one XLA program, no per-token transfer).")
@@ -717,7 +721,7 @@ def build_report(args, env, end_load, batch_run, torch_how, results, stop_rows, 
                "(ours runs 2 XLA threads). A decode step of this model streams all "
                f"{cfg.num_params() * 4 / 1e9:.2f} GB of float32 weights for only 2 x {cfg.num_params() / 1e6:.1f}M "
                "FLOPs per token, so both frameworks are bound by memory traffic (AR step MFU in the pass table), "
-               "and extra traffic from KV-cache copies in our loop (below) is a direct cost.")
+               "and any extra traffic, such as KV-cache copies in our loop (counted below), is a direct cost.")
     if census:
         out.append("- KV-cache copies in our compiled decode loops (optimized HLO of the B=" + str(census["batch"])
                    + " programs, counted in loop and branch computations, not the entry): "
@@ -743,7 +747,9 @@ def build_report(args, env, end_load, batch_run, torch_how, results, stop_rows, 
                    f"bfloat16->float32 {ceiling['bfloat16->float32']['flops_per_s'] / 1e9:.1f} GFLOP/s")
     out.append("- run from the repository root with `.venv/bin/python`")
     out.append(f"- CPU: {env['cpu']}; cores: {env['cores']}; load average at the start of this run "
-               f"{env['load_average']}, at its end {end_load} (shared, noisy machine: other jobs were running)")
+               f"{env['load_average']}, at its end {end_load} ("
+               + ("quiet: about 1-2 is this benchmark's own threads" if float(env['load_average'].split()[0]) < 2.5
+                  else "shared, noisy machine: other jobs were running") + ")")
     out.append(f"- versions: Python {env['python']}, JAX {env['jax']}, jaxlib {env['jaxlib']}, Flax {env['flax']}, "
                f"torch {env['torch']} ({args.torch_threads} threads), transformers {env['transformers']}; "
                f"JAX backend {env['backend']}; XLA_FLAGS='{env['XLA_FLAGS']}'")

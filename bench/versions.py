@@ -1,6 +1,6 @@
 """Before/after: the same workload on two git revisions, alternated in one run.
 
-    .venv/bin/python -m bench.versions --base 5317aec --task step --reps 5
+    .venv/bin/python -m bench.versions --base 5317aec --task step --steps float32@128,bfloat16@96
     .venv/bin/python -m bench.versions --base 5317aec --task decode --reps 5 --write BENCHMARKS.md
 
 "Faster than before" needs both versions measured side by side on the same machine in the same
@@ -13,8 +13,9 @@ time of the same round (the speed-up), median (min-max) over rounds.
 
 Tasks (both use only APIs that exist in both revisions):
   step    the demo's fused OPD step (experiments/configs/demo.py, SmolLM2-135M, 8 prompts, its
-          length budget, K=1) at the given prompt widths, each call from a fresh copy of the same
-          train state with the same key; seconds = the step's wall time, outputs ready.
+          length budget, K=1) per compute dtype and prompt width (`--steps float32@128,...`),
+          each call from a fresh copy of the same train state with the same key; seconds = the
+          step's wall time, outputs ready.
   decode  SmolLM2-135M-Instruct float32, 8 chat questions, `--new-tokens` forced tokens
           (stop_ids=()), per batch size: AR greedy and static block diffusion (block 4, 4
           rounds); seconds = the decode call's own time (`GenerationResult.seconds`).
@@ -47,8 +48,8 @@ QUESTIONS = (
 # ----------------------------------------------------------------------------- workers
 
 
-def step_workloads(widths: list[int]) -> dict:
-    """label -> call returning seconds, for the demo's fused step at each prompt width."""
+def step_workloads(specs: list[tuple[str, int]]) -> dict:
+    """label -> call returning seconds, for the demo's fused step per (compute dtype, prompt width)."""
     import copy
 
     import jax
@@ -62,31 +63,38 @@ def step_workloads(widths: list[int]) -> dict:
     from opdlm_jax.train.state import init_train_state
     from opdlm_jax.train.step import full_budget_inputs, make_opd_step
 
-    config = copy.deepcopy(get_config("").train)
-    setup = build_setup(config)
-    teacher = setup.teacher
-    budget = setup.curriculum.length(config.steps, config.rollout.block_size)
-    step = make_opd_step(setup.student_config, teacher.config, setup.step_config(budget), setup.optimizer)
-    fmt = chat_format_from_config(config)
-    records = read_prompt_records(config.data.train)
-    prompts = [ids for ids in (prompt_token_ids(teacher.tokenizer, r, fmt) for r in records)
-               if len(ids) <= min(widths)][:config.batch_size]
-    base = jax.device_put(init_train_state(setup.student_init, setup.optimizer))
     key = jax.random.PRNGKey(0)
+    built = {}
 
-    def make(width):
+    def setup_for(dtype):
+        if dtype not in built:
+            config = copy.deepcopy(get_config("").train)
+            config.dtype = dtype  # compute dtype; parameters and AdamW moments stay float32
+            setup = build_setup(config)
+            budget = setup.curriculum.length(config.steps, config.rollout.block_size)
+            step = make_opd_step(setup.student_config, setup.teacher.config, setup.step_config(budget),
+                                 setup.optimizer)
+            fmt = chat_format_from_config(config)
+            ids = [prompt_token_ids(setup.teacher.tokenizer, r, fmt) for r in read_prompt_records(config.data.train)]
+            prompts = [p for p in ids if len(p) <= min(w for _, w in specs)][:config.batch_size]
+            state = jax.device_put(init_train_state(setup.student_init, setup.optimizer))
+            built[dtype] = (setup, budget, step, prompts, state)
+        return built[dtype]
+
+    def make(dtype, width):
+        setup, budget, step, prompts, base = setup_for(dtype)
         inputs = full_budget_inputs(*left_pad(prompts, width, setup.tokens.pad_id), budget)
 
         def call():
             state = jax.tree.map(jnp.copy, base)  # the step donates its state
             jax.block_until_ready(state)
             t0 = time.perf_counter()
-            out = step(state, teacher.params, inputs, key)
+            out = step(state, setup.teacher.params, inputs, key)
             jax.block_until_ready(out)
             return time.perf_counter() - t0
         return call
 
-    return {f"OPD step, prompt width {w}": make(w) for w in widths}
+    return {f"OPD step, {dtype} compute, prompt width {w}": make(dtype, w) for dtype, w in specs}
 
 
 def decode_workloads(batches: list[int], new_tokens: int) -> dict:
@@ -126,7 +134,7 @@ def worker(args) -> None:
 
     print(f"worker imports {Path(opdlm_jax.__file__).parent}", file=sys.stderr, flush=True)
     if args.task == "step":
-        loads = step_workloads([int(w) for w in args.widths.split(",")])
+        loads = step_workloads([(spec.split("@")[0], int(spec.split("@")[1])) for spec in args.steps.split(",")])
     else:
         loads = decode_workloads([int(b) for b in args.batches.split(",")], args.new_tokens)
     compile_s = {}
@@ -150,7 +158,7 @@ class Worker:
     def __init__(self, name: str, tree: Path, args, log: Path):
         env = dict(os.environ, PYTHONPATH=str(tree))
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--task", args.task,
-               "--widths", args.widths, "--batches", args.batches, "--new-tokens", str(args.new_tokens)]
+               "--steps", args.steps, "--batches", args.batches, "--new-tokens", str(args.new_tokens)]
         self.name = name
         self.proc = subprocess.Popen(cmd, cwd=tree, env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
@@ -236,7 +244,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base", default="HEAD", help="the git revision to compare against")
     p.add_argument("--task", choices=("step", "decode"), default="step")
-    p.add_argument("--widths", default="96,128", help="step: prompt widths")
+    p.add_argument("--steps", default="float32@96,float32@128",
+                   help="step: comma-separated COMPUTE_DTYPE@PROMPT_WIDTH workloads")
     p.add_argument("--batches", default="1,8", help="decode: batch sizes")
     p.add_argument("--new-tokens", type=int, default=64, help="decode: forced new tokens")
     p.add_argument("--reps", type=int, default=5)

@@ -63,8 +63,11 @@ class Projection(nn.Module):
         init = nn.initializers.normal(stddev=0.02)
         kernel = _param(self, "kernel", init, self.shape, self.axes, self.param_dtype).astype(self.dtype)
         contract_x = tuple(range(x.ndim - self.in_dims, x.ndim))
+        # float32 accumulation, then the activation dtype: the form XLA's CPU backend runs as a
+        # native bfloat16 matmul (without it, it converts every bfloat16 weight to float32 per use).
         y = jax.lax.dot_general(x.astype(self.dtype), kernel,
-                                ((contract_x, tuple(range(self.in_dims))), ((), ())))
+                                ((contract_x, tuple(range(self.in_dims))), ((), ())),
+                                preferred_element_type=jnp.float32).astype(self.dtype)
         if self.use_bias:
             bias = _param(self, "bias", nn.initializers.zeros, self.shape[self.in_dims:],
                           self.axes[self.in_dims:], self.param_dtype)
