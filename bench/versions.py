@@ -33,17 +33,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the new version; workers import theirs from PYTHONPATH
 
-QUESTIONS = (
-    "What is the capital of France?",
-    "Give me three tips for staying focused.",
-    "What is 12 + 7?",
-    "Why is the sky blue?",
-    "How many legs does a spider have?",
-    "Name three primary colors.",
-    "What does a bee make?",
-    "Write one sentence about the sea.",
-)
-
 
 # ----------------------------------------------------------------------------- workers
 
@@ -100,6 +89,7 @@ def step_workloads(specs: list[tuple[str, int]]) -> dict:
 def decode_workloads(batches: list[int], new_tokens: int) -> dict:
     import jax
 
+    from bench.decode import QUESTIONS  # the decoding benchmark's chat questions
     from opdlm_jax.checkpoints.loading import load_model
     from opdlm_jax.data.chat_format import chat_prompt_ids
     from opdlm_jax.decoding.api import generate_ar, generate_diffusion
