@@ -470,7 +470,10 @@ def cache_copy_census(ours, batch: int, width: int, new_tokens: int, b: int, dec
     import re
     from collections import Counter
 
+    import jax
+
     from opdlm_jax.decoding import api
+    from opdlm_jax.models import init_cache
 
     cfg = ours.config
     lines = {}
@@ -478,8 +481,10 @@ def cache_copy_census(ours, batch: int, width: int, new_tokens: int, b: int, dec
             ("AR", "ar_decode", width + new_tokens, None),
             ("diffusion dynamic", "block_diffusion_decode", width + new_tokens + b,
              next(d.sampler for d in decs if d.key == "c"))):
-        full = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
-        layer = full[1:]
+        # The cache's own layout (per-layer buffers, or stacked when the layers are scanned).
+        keys = jax.eval_shape(lambda: init_cache(cfg, batch, length)).k
+        layer = keys[0].shape if isinstance(keys, tuple) else keys.shape[1:]
+        full = (cfg.num_layers,) + layer
         compiled = None
         for key, c in api._compiled.items():  # the API's cache of compiled programs
             static = dict(key[2])

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from opdlm_jax.models import extend, forward, init_cache
+from opdlm_jax.models.layer_stack import stack_layers, unstack_layers
 from tiny import tiny_model
 
 TOL = 1e-5  # float32, same math in a different order
@@ -27,12 +28,18 @@ def test_chunked_cache_equals_full_forward(family, mode, chunk):
     np.testing.assert_allclose(np.asarray(jnp.concatenate(pieces, 1)), np.asarray(full), atol=TOL)
 
 
+def test_unstack_layers_inverts_stack_layers():
+    config, params = tiny_model("qwen3")
+    back_config, back = unstack_layers(*stack_layers(config, params))
+    assert back_config == config
+    assert jax.tree.structure(back) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_scan_layers_and_remat_equal_unrolled():
     config, params = tiny_model("qwen3")
-    scanned_config = config.replace(scan_layers=True, remat_policy="dots")
-    stacked = {k: v for k, v in params.items() if not k.startswith("layers_")}
-    stacked["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs),
-                                     *[params[f"layers_{i}"] for i in range(config.num_layers)])
+    scanned_config, stacked = stack_layers(config.replace(remat_policy="dots"), params)
     tokens = jax.random.randint(jax.random.PRNGKey(2), (2, 10), 0, config.vocab_size)
     for mode in ("causal", "block"):
         np.testing.assert_allclose(np.asarray(forward(scanned_config, stacked, tokens, mode=mode)),
@@ -80,10 +87,7 @@ def test_uncommitted_pass_equals_written_pass_and_leaves_cache(scan):
     commit, and returns the cache unchanged."""
     config, params = tiny_model("qwen3")
     if scan:
-        config = config.replace(scan_layers=True)
-        params = {k: v for k, v in params.items() if not k.startswith("layers_")} | {
-            "layers": jax.tree.map(lambda *xs: jnp.stack(xs),
-                                   *[params[f"layers_{i}"] for i in range(tiny_model("qwen3")[0].num_layers)])}
+        config, params = stack_layers(config, params)
     tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 12), 0, config.vocab_size)
     pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
     cache = init_cache(config, 2, 16)

@@ -78,4 +78,3 @@ def extend(config: ModelConfig, params: dict, cache: KVCache, tokens: jnp.ndarra
     mask = masks.with_valid_keys(masks.by_mode(mode, positions, block_ids, k_pos, k_blk), k_filled)
     out, (new_k, new_v) = apply(mask)
     return out, KVCache(new_k, new_v, k_pos, k_blk, k_filled)
-

@@ -3,7 +3,7 @@
 Training scans the layers (`ModelConfig.scan_layers`): one layer body to compile, parameters
 stacked on a leading axis. A decode loop runs the model dozens to thousands of times on the same
 weights; on CPU every scanned forward slices each layer's weights out of the stack (a copy of
-all weights per forward, measured: BENCHMARKS.md "Decoding"), so decoding there unstacks the
+all weights per forward; BENCHMARKS.md "Speed work of 2026-12-02"), so decoding there unstacks the
 layers once per call and runs the unrolled model. TPU and GPU compilers read the slices in place
 and keep the scan (shorter compiles).
 """
@@ -28,6 +28,16 @@ def unstack_layers(config: ModelConfig, params: dict) -> tuple[ModelConfig, dict
     for i in range(config.num_layers):
         unrolled[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
     return config.replace(scan_layers=False), unrolled
+
+
+def stack_layers(config: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
+    """The inverse of `unstack_layers`: `layers_{i}` entries stacked for `scan_layers=True`."""
+    if config.scan_layers:
+        return config, params
+    stacked = {k: v for k, v in params.items() if not k.startswith("layers_")}
+    stacked[STACKED] = jax.tree.map(lambda *xs: jnp.stack(xs),
+                                    *[params[f"layers_{i}"] for i in range(config.num_layers)])
+    return config.replace(scan_layers=True), stacked
 
 
 def compute_dtype_weights(config: ModelConfig, params: Any) -> tuple[ModelConfig, Any]:
