@@ -92,7 +92,7 @@ def write_results(workdir: Path, rows: Sequence[dict], sweep: list | None, confi
     (workdir / "results.md").write_text(results_markdown(rows, sweep, config))
 
 
-def _pyplot():
+def pyplot():
     """matplotlib.pyplot on the file-only backend (the demo runs headless)."""
     import matplotlib
 
@@ -104,7 +104,7 @@ def _pyplot():
 
 def write_plots(workdir: Path, run_dirs: dict[str, Path], sweep: list | None, sweep_name: str) -> None:
     """training_curves.png (loss and rollout length per run) and threshold_sweep.png."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for label, run_dir in run_dirs.items():
         m = read_metrics(run_dir, "train")
@@ -133,7 +133,7 @@ def sweep_point_labels(sweep: Sequence[dict]) -> dict[tuple[float, float], list[
 
 def write_sweep_plot(workdir: Path, sweep: Sequence[dict], sweep_name: str) -> None:
     """threshold_sweep.png: accuracy against tokens per round, one labelled point per setting."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     points = sweep_point_labels(sweep)
     middle = (min(x for x, _ in points) + max(x for x, _ in points)) / 2
@@ -151,7 +151,7 @@ def write_sweep_plot(workdir: Path, sweep: Sequence[dict], sweep_name: str) -> N
 
 def write_summary_plot(workdir: Path, rows: Sequence[dict]) -> None:
     """summary.png: fixed-state KL and teacher NLL per model, mean with sample-sd error bars."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = group_rows(rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, (title, key) in zip(axes, (("held-out forward KL, fixed states", "fixed_state_kl"),

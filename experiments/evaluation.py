@@ -65,6 +65,12 @@ def math_accuracy(model, config, params, evalset: EvalSet, mode: str, sampler: S
             "tokens_per_second": r.tokens_per_second, "nfe": r.nfe}
 
 
+def chat_decode(model, config, params, evalset: EvalSet, mode: str, sampler: SamplerConfig | None,
+                max_new_tokens: int) -> list:
+    """The model's greedy answers (token ids) to the held-out chat prompts."""
+    return _decode(model, config, params, evalset.chat_ids, mode, sampler, max_new_tokens).token_ids
+
+
 def evaluate(model, teacher, params, evalset: EvalSet, *, mode: str, alignment: str, block_size: int,
              max_new_tokens: int, loss: LossConfig | None = None, threshold: float = 0.9,
              samples: int = 2) -> dict:
@@ -77,10 +83,10 @@ def evaluate(model, teacher, params, evalset: EvalSet, *, mode: str, alignment: 
     out = {"static": math_accuracy(model, config, params, evalset, mode, static, max_new_tokens)}
     if mode == "diffusion":
         out["dynamic"] = math_accuracy(model, config, params, evalset, mode, dynamic, max_new_tokens)
-    chat = _decode(model, config, params, evalset.chat_ids, mode, static, max_new_tokens)
-    out["teacher_nll"] = teacher_nll(teacher.config, teacher.params, evalset.chat_ids, chat.token_ids)
+    chat = chat_decode(model, config, params, evalset, mode, static, max_new_tokens)
+    out["teacher_nll"] = teacher_nll(teacher.config, teacher.params, evalset.chat_ids, chat)
     out["samples"] = [{"prompt": p, "completion": _text(model, ids)}
-                      for p, ids in zip(evalset.chat_prompts[:samples], chat.token_ids[:samples])]
+                      for p, ids in zip(evalset.chat_prompts[:samples], chat[:samples])]
     if mode == "diffusion":
         if loss is None:
             raise ValueError("evaluate(mode='diffusion') needs the run's LossConfig for the fixed-state KL")

@@ -78,7 +78,9 @@ def main(argv) -> int:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1, default=str))
-    runners.run(experiment, config, workdir)
+    if runners.run(experiment, config, workdir):
+        print("stopped early: the run saved its state; rerun the same command to continue", file=sys.stderr)
+        return EXIT_PREEMPTED
     return EXIT_OK
 
 

@@ -9,14 +9,14 @@ from opdlm_jax.data.prompt_records import read_prompt_records
 from opdlm_jax.errors import BadInput
 
 
-EXPERIMENTS = ("train", "demo", "sweep")
+EXPERIMENTS = ("train", "demo", "sweep", "long")
 
 
 def validate(experiment: str, config) -> None:
     """What a multi-run experiment reads exists, before its workdir is created (BadInput)."""
     if experiment not in EXPERIMENTS:
         raise BadInput(f"unknown experiment {experiment!r}; expected one of {', '.join(EXPERIMENTS)}")
-    if experiment == "demo":  # every run's prompt files and models, as a single training run checks them
+    if experiment in ("demo", "long"):  # every run's prompt files and models, as a single training run checks them
         from opdlm_jax.train.config import validate_config
 
         validate_config(config.train, check_files=True)
@@ -34,15 +34,20 @@ def validate(experiment: str, config) -> None:
                 raise BadInput(f"model={config.model!r}: {e}") from e
 
 
-def run(experiment: str, config, workdir: Path) -> None:
+def run(experiment: str, config, workdir: Path) -> bool:
+    """Run the experiment; True when it stopped early with its state saved (rerun to continue)."""
+    if experiment == "long":
+        from experiments.long import run_long
+
+        return run_long(config, workdir)
     if experiment == "demo":
         from experiments.demo import run_demo
 
         run_demo(config, workdir)
-        return
+        return False
     if experiment == "sweep":
         run_sweep(config, workdir)
-        return
+        return False
     raise BadInput(f"unknown experiment {experiment!r}; expected one of {', '.join(EXPERIMENTS)}")
 
 

@@ -1,6 +1,7 @@
 """Every experiment config parses, and each runs one toy step (a tiny random teacher)."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from opdlm_jax.train.config import ConfigError, validate_config
@@ -18,7 +19,7 @@ TRAIN_CONFIGS = {  # file: (args that must parse, the arg run for one toy step)
 
 def test_every_config_file_is_covered():
     files = {p.name for p in CONFIGS.glob("*.py")} - {"__init__.py", "common.py"}
-    assert files == set(TRAIN_CONFIGS) | {"demo.py", "fig3_parallelism.py"}
+    assert files == set(TRAIN_CONFIGS) | {"demo.py", "fig3_parallelism.py", "long.py"}
 
 
 @pytest.mark.parametrize("name", sorted(TRAIN_CONFIGS))
@@ -91,6 +92,41 @@ def test_demo_and_sweep_configs_run_at_toy_size(tiny_teacher, tmp_path):
     sweep.n_math, sweep.max_new_tokens, sweep.block_sizes = 2, 16, [4, 8]
     runners.run("sweep", sweep, tmp_path / "demo")
     assert (tmp_path / "demo" / "sweep.json").exists()
+
+
+def test_long_conversion_runs_at_toy_size_and_writes_its_curves(tiny_teacher, tmp_path):
+    """experiments/long.py: reference (teacher, untrained student), held-out evaluations during
+    training, the time box (stopped early = True) and the continuation, curves.{json,md,png}."""
+    import json
+
+    from experiments import runners
+
+    for arg in ("shifted", "same_position"):
+        full = load_config(CONFIGS / "long.py", arg)
+        validate_config(full.train)
+        assert full.train.rollout.alignment == arg and full.train.stop_after_minutes == 90
+        assert not full.train.checkpoint_params_only  # exact resume across the time boxes
+    with pytest.raises(ValueError, match="long.py takes"):
+        load_config(CONFIGS / "long.py", "long")
+    config = load_config(CONFIGS / "long.py", "smoke")
+    _toy(config.train, tiny_teacher)
+    config.train.update(steps=2, eval_steps=(1,), stop_after_minutes=1e-9)
+    workdir = tmp_path / "long"
+    assert runners.run("long", config, workdir) is True  # stopped by the time box after step 1
+    config.train.stop_after_minutes = 0.0
+    assert runners.run("long", config, workdir) is False  # continued to the end
+    reference = json.loads((workdir / "reference.json").read_text())
+    assert set(reference) == {"teacher", "untrained"} and reference["teacher"]["tokens_per_round"] == 1.0
+    curves = json.loads((workdir / "curves.json").read_text())
+    assert [e["step"] for e in curves["evals"]] == [1, 2] and [r["step"] for r in curves["rollouts"]] == [1, 2]
+    for e in curves["evals"]:
+        for key in ("tokens_per_round_at_0.9", "tokens_per_round_at_0.7", "accuracy_at_0.9", "fixed_state_kl",
+                    "teacher_nll_static", "teacher_nll_at_0.9"):
+            assert np.isfinite(e[key]), key
+        assert e["rollout_tokens"] == next(r["rollout_tokens"] for r in curves["rollouts"] if r["step"] == e["step"])
+    table = (workdir / "curves.md").read_text().splitlines()
+    assert [row.split("|")[1].strip() for row in table[2:5]] == ["0", "1", "2"]  # untrained, then each eval
+    assert (workdir / "curves.png").stat().st_size > 10_000
 
 
 def test_demo_runs_are_validated_before_anything_starts():

@@ -126,6 +126,34 @@ def test_sigterm_saves_a_usable_checkpoint(assets, tmp_path):
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(final_params(workdir)))
 
 
+def test_time_box_stops_saved_and_the_rerun_continues(assets, tmp_path):
+    """stop_after_minutes ends an invocation like a preemption (saved, `preempted`); the same call
+    continues to the configured steps; eval_steps adds evaluations after those RL steps."""
+    from opdlm_jax.train import loop
+
+    evaluated = []
+
+    def eval_fn(params, step):
+        evaluated.append(step)
+        return {"step_seen": float(step)}
+
+    workdir = tmp_path / "boxed"
+    boxed = tiny_config(assets, steps=3, stop_after_minutes=1e-9, eval_steps=(1, 2))
+    first = loop.train(boxed, workdir, eval_fn=eval_fn, progress=False)
+    assert first["preempted"] and first["status"] == "preempted" and first["metrics"]["rl_step"] == 1
+    assert evaluated == [1]  # after step 1 (eval_steps); no end-of-run evaluation when stopped early
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [1]
+    second = loop.train(tiny_config(assets, steps=3, eval_steps=(1, 2)), workdir, eval_fn=eval_fn, progress=False)
+    assert not second["preempted"] and second["metrics"]["rl_step"] == 3
+    assert evaluated == [1, 2, 3]  # 2 from eval_steps, 3 the end of the run
+    assert sorted(losses(workdir)) == [1, 2, 3]
+    for bad in (dict(stop_after_minutes=-1.0), dict(eval_steps=(0,))):
+        from opdlm_jax.train.config import ConfigError, validate_config
+
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            validate_config(tiny_config(assets, **bad))
+
+
 def test_checkpoint_from_8_devices_restores_on_1_and_4(assets, tmp_path):
     """Trained on a 2x2x2 mesh of the 8 (fake) devices, the params restore onto meshes of 1 and 4
     devices, each array resharded to its target, with the saved values bit for bit."""

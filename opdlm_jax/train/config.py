@@ -65,6 +65,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, devices=0))
     c.log_every = 1
     c.eval_every = 0  # 0 = only at the end
+    c.eval_steps = ()  # extra RL steps to evaluate after (e.g. geometric, for log-scale curves)
+    # > 0: after this many minutes of this invocation, save and stop as a preemption does (exit 75;
+    # rerun the same command to continue): a long run in time-boxed sessions.
+    c.stop_after_minutes = 0.0
     c.checkpoint_every = 10
     c.keep_checkpoints = 3
     # True: checkpoints without the optimizer state (with AdamW, a third of the size). A resume then
@@ -94,6 +98,10 @@ def _check_numbers(c: ml_collections.ConfigDict) -> None:
     for field in ("batch_size", "minibatch_size", "steps"):
         if c[field] < 1:
             raise ConfigError(f"{field}={c[field]} must be >= 1")
+    if not (math.isfinite(c.stop_after_minutes) and c.stop_after_minutes >= 0):
+        raise ConfigError(f"stop_after_minutes={c.stop_after_minutes} must be finite and >= 0 (0 = no limit)")
+    if any(int(s) < 1 for s in c.eval_steps):
+        raise ConfigError(f"eval_steps={tuple(c.eval_steps)} must all be >= 1")
     o = c.optimizer
     if not (math.isfinite(o.learning_rate) and o.learning_rate > 0):
         raise ConfigError(f"optimizer.learning_rate={o.learning_rate} must be finite and > 0")

@@ -132,6 +132,8 @@ def train(config, workdir: str | os.PathLike | epath.Path, eval_fn: EvalFn | Non
                      "block_size": config.rollout.block_size, "alignment": config.rollout.alignment}
         steps_cache: dict = {}
         last: dict = dict(totals, rl_step=start)  # what a finished run reports when resumed
+        eval_steps = {int(s) for s in config.eval_steps}
+        started = time.monotonic()
         bar = tqdm(total=config.steps, initial=start, desc="train", unit="step",
                    disable=not (progress and primary), dynamic_ncols=True, mininterval=0)
         with bar:
@@ -169,8 +171,14 @@ def train(config, workdir: str | os.PathLike | epath.Path, eval_fn: EvalFn | Non
                 bar.set_postfix_str(_progress_line(last), refresh=False)
                 bar.update(1)
                 done = rl_step + 1 == config.steps
-                if config.eval_every and (rl_step + 1) % config.eval_every == 0 and eval_fn and not done:
+                cadence = config.eval_every and (rl_step + 1) % config.eval_every == 0
+                if (cadence or rl_step + 1 in eval_steps) and eval_fn and not done:
                     writer.write(rl_step + 1, eval_fn(state.params, rl_step + 1), prefix="eval")
+                if (config.stop_after_minutes and not preemption.requested
+                        and _time_is_up(time.monotonic() - started, config.stop_after_minutes)):
+                    log.warning("stop_after_minutes=%s reached: saving and stopping; rerun to continue",
+                                config.stop_after_minutes)
+                    preemption.requested = True  # the preemption path: save, end `preempted`, exit 75
                 if (rl_step + 1) % config.checkpoint_every == 0 or done or preemption.requested:
                     ckpt.save(rl_step + 1, state.params, state.opt_state, data.get_state(),
                               dict(meta_base, totals=totals, opt_step=int(host_value(state.step))))
@@ -228,6 +236,16 @@ def _place_inputs(host_inputs: StepInputs, setup: Setup) -> StepInputs:
         return jax.tree.map(jnp.asarray, host_inputs)
     shardings = step_inputs_shardings(setup.mesh, given=host_inputs.responses is not None)
     return place_global_batch(host_inputs, shardings, setup.mesh)
+
+
+def _time_is_up(elapsed_s: float, minutes: float) -> bool:
+    """Process 0's clock decides for every process, so all of them stop after the same step."""
+    up = np.bool_(elapsed_s > 60 * minutes)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        up = multihost_utils.broadcast_one_to_all(up)
+    return bool(up)
 
 
 def _host_metrics(metrics: dict) -> dict:

@@ -1,0 +1,49 @@
+"""The long conversion of the embedded model (issue: does the parallelism deliver?), one student per run.
+
+    python -m experiments.main --config experiments/configs/long.py:shifted --workdir runs/long_shifted
+    python -m experiments.main --config experiments/configs/long.py:same_position --workdir runs/long_same_position
+
+Each invocation trains for at most `train.stop_after_minutes` (90) minutes, saves the full state
+(parameters, AdamW moments, data position: an exact resume) and exits 75; rerunning the same command
+continues from there, up to `train.steps` RL steps. Held-out evaluation after the RL steps in
+`train.eval_steps` and every `train.eval_every` (experiments/long.py); curves.md / curves.png in
+the workdir after every invocation. One RL step: 8 prompts, responses up to 32 tokens (<= 256
+rollout tokens), about 16 s on a 2-core CPU with bfloat16 compute; each evaluation about a minute.
+Disk: one checkpoint with the AdamW moments, 1.4 GB.
+
+`:smoke` is the same pipeline at toy size (2 steps, 4 prompts, 16 tokens, 2 math / 2 chat
+prompts) for the tests.
+"""
+import ml_collections
+
+from experiments.configs.common import recipe, toy
+
+ARGS = ("shifted", "same_position", "smoke")
+
+
+def get_config(arg: str = "shifted"):
+    if arg not in ARGS:
+        raise ValueError(f"long.py takes one of {ARGS}, got {arg!r}")
+    smoke = arg == "smoke"
+    c = ml_collections.ConfigDict()
+    c.experiment = "long"
+    t = toy(recipe("qwen3-0.6b"))
+    t.scan_layers = True
+    t.dtype = "bfloat16"  # float32 master weights; bf16 compute is the faster CPU setting (BENCHMARKS.md)
+    t.rollout.alignment = "shifted" if smoke else arg
+    t.steps = 2 if smoke else 2000  # an upper bound: the time box ends each invocation
+    t.stop_after_minutes = 0.0 if smoke else 90.0
+    t.batch_size = t.minibatch_size = 4 if smoke else 8
+    budget = 16 if smoke else 32
+    t.curriculum.update(start=budget, end=budget, bucket=budget)
+    # Constant learning rate (the demo's): a run that may be continued has no planned end to decay to.
+    t.optimizer.update(learning_rate=5e-5, end_learning_rate=5e-5, warmup_rl_steps=0)
+    t.checkpoint_every = 1 if smoke else 20
+    t.keep_checkpoints = 1
+    t.checkpoint_params_only = False  # exact resume: the AdamW moments are saved too
+    t.eval_steps = (1,) if smoke else (5, 10, 20, 40)  # dense early, for the log-scale token axis
+    t.eval_every = 0 if smoke else 40
+    c.train = t
+    c.eval = ml_collections.ConfigDict(dict(n_math=2 if smoke else 100, n_chat=2 if smoke else 32,
+                                            max_new_tokens=8 if smoke else 64, thresholds=[0.9, 0.7]))
+    return c
