@@ -17,11 +17,10 @@ import jax
 from experiments.data.prompts import ANSWER_DOMAINS
 from experiments.demo_report import seeds_of, write_plots, write_results, write_summary_plot
 from experiments.evaluation import build_eval_set, evaluate, threshold_sweep
-from opdlm_jax.checkpoints.loading import load_model
 from opdlm_jax.data.chat_format import chat_format_from_config
 from opdlm_jax.data.prompt_records import read_prompt_records
 from opdlm_jax.train.loop import train
-from opdlm_jax.train.setup import build_setup, loss_config
+from opdlm_jax.train.setup import build_setup, load_models, loss_config
 from opdlm_jax.train.config import ConfigError, validate_config
 
 
@@ -51,7 +50,7 @@ def run_demo(config, workdir: Path) -> dict:
     planned = plan_runs(config)
     Path(workdir).mkdir(parents=True, exist_ok=True)
     ev = config.eval
-    teacher = load_model(config.train.teacher, dtype=config.train.dtype, scan_layers=config.train.scan_layers)
+    teacher, _, _ = load_models(config.train)  # float32 master weights (param_dtype), compute in dtype
     teacher.params = jax.device_put(teacher.params)
     _log(f"teacher loaded: {config.train.teacher} ({teacher.config.num_params() / 1e6:.0f}M params)")
     heldout = read_prompt_records(config.train.data.heldout, require_answer_for=ANSWER_DOMAINS)

@@ -28,14 +28,13 @@ import jax
 from experiments.data.prompts import ANSWER_DOMAINS
 from experiments.evaluation import EvalSet, build_eval_set, chat_decode, math_accuracy
 from experiments.long_report import write_curves
-from opdlm_jax.checkpoints.loading import load_model
 from opdlm_jax.data.chat_format import chat_format_from_config
 from opdlm_jax.data.prompt_records import read_prompt_records
 from opdlm_jax.decoding import SamplerConfig
 from opdlm_jax.distill.opd_loss import LossConfig
 from opdlm_jax.eval.distill_metrics import fixed_state_kl, teacher_nll
 from opdlm_jax.train.loop import train
-from opdlm_jax.train.setup import build_setup, loss_config
+from opdlm_jax.train.setup import build_setup, load_models, loss_config
 
 REFERENCE_FILE = "reference.json"
 
@@ -100,7 +99,7 @@ def run_long(config, workdir: Path) -> bool:
     rerun the same command to continue)."""
     c = copy.deepcopy(config.train)
     ev = config.eval
-    teacher = load_model(c.teacher, dtype=c.dtype, scan_layers=c.scan_layers)
+    teacher, _, _ = load_models(c)  # float32 master weights (param_dtype), compute in c.dtype
     teacher.params = jax.device_put(teacher.params)
     heldout = read_prompt_records(c.data.heldout, require_answer_for=ANSWER_DOMAINS)
     evalset = build_eval_set(teacher, heldout, ev.n_math, ev.n_chat, ev.max_new_tokens, chat_format_from_config(c))

@@ -154,6 +154,20 @@ def test_time_box_stops_saved_and_the_rerun_continues(assets, tmp_path):
             validate_config(tiny_config(assets, **bad))
 
 
+def test_a_passed_teacher_must_hold_master_weight_dtype(assets):
+    """build_setup(teacher=...) starts the student from the teacher's arrays: bf16-stored ones would
+    make the AdamW master weights bf16 (updates below bf16's resolution vanish), so it is refused."""
+    from opdlm_jax.checkpoints.loading import load_model
+    from opdlm_jax.train.config import ConfigError
+    from opdlm_jax.train.setup import build_setup, load_models
+
+    config = tiny_config(assets, dtype="bfloat16", param_dtype="float32")
+    with pytest.raises(ConfigError, match="param_dtype='float32'; load it with train.setup.load_models"):
+        build_setup(config, teacher=load_model(config.teacher, dtype="bfloat16"))
+    setup = build_setup(config, teacher=load_models(config)[0])
+    assert {str(x.dtype) for x in jax.tree.leaves(setup.student_init)} == {"float32"}
+
+
 def test_checkpoint_from_8_devices_restores_on_1_and_4(assets, tmp_path):
     """Trained on a 2x2x2 mesh of the 8 (fake) devices, the params restore onto meshes of 1 and 4
     devices, each array resharded to its target, with the saved values bit for bit."""

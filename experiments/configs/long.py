@@ -8,7 +8,7 @@ Each invocation trains for at most `train.stop_after_minutes` (90) minutes, save
 continues from there, up to `train.steps` RL steps. Held-out evaluation after the RL steps in
 `train.eval_steps` and every `train.eval_every` (experiments/long.py); curves.md / curves.png in
 the workdir after every invocation. One RL step: 8 prompts, responses up to 32 tokens (<= 256
-rollout tokens), about 16 s on a 2-core CPU with bfloat16 compute; each evaluation about a minute.
+rollout tokens), about 16 s on a 2-core CPU with bfloat16 compute; each evaluation about 4 minutes.
 Disk: one checkpoint with the AdamW moments, 1.4 GB.
 
 `:smoke` is the same pipeline at toy size (2 steps, 4 prompts, 16 tokens, 2 math / 2 chat
@@ -41,8 +41,10 @@ def get_config(arg: str = "shifted"):
     t.checkpoint_every = 1 if smoke else 20
     t.keep_checkpoints = 1
     t.checkpoint_params_only = False  # exact resume: the AdamW moments are saved too
-    t.eval_steps = (1,) if smoke else (5, 10, 20, 40)  # dense early, for the log-scale token axis
-    t.eval_every = 0 if smoke else 40
+    # An evaluation costs about 4 minutes (100 math prompts x 2 thresholds x 64 tokens, block
+    # diffusion at batch 100): early points for the log-scale token axis, then every 80 steps.
+    t.eval_steps = (1,) if smoke else (10, 40)
+    t.eval_every = 0 if smoke else 80
     c.train = t
     c.eval = ml_collections.ConfigDict(dict(n_math=2 if smoke else 100, n_chat=2 if smoke else 32,
                                             max_new_tokens=8 if smoke else 64, thresholds=[0.9, 0.7]))

@@ -182,6 +182,10 @@ def build_setup(config: ml_collections.ConfigDict, teacher: LoadedModel | None =
     reloading it (the student then starts from the teacher's weights)."""
     validate_config(config)
     if teacher is not None:
+        stored = {str(x.dtype) for x in jax.tree.leaves(teacher.params)}
+        if stored != {config.param_dtype}:  # the student's master weights start as these very arrays
+            raise ConfigError(f"the teacher passed to build_setup holds {sorted(stored)} parameters but "
+                              f"param_dtype={config.param_dtype!r}; load it with train.setup.load_models(config)")
         student_config, student_init = teacher.config, teacher.params
     else:
         teacher, student_config, student_init = load_models(config)
