@@ -64,7 +64,7 @@ def run_sweep(config, workdir: Path) -> None:
     model = load_model_from_run(config.run_dir) if config.run_dir else load_model(config.model)
     model.params = jax.device_put(model.params)
     math = [r for r in records if r.domain == "math"][:config.n_math]
-    fmt = _run_chat_format(config.run_dir)
+    fmt = run_chat_format(config.run_dir)
     evalset = EvalSet([prompt_token_ids(model.tokenizer, r, fmt) for r in math], [r.answer for r in math],
                       [], [], [])
     rows = threshold_sweep(model, model.params, evalset, alignment=config.alignment,
@@ -77,7 +77,7 @@ def run_sweep(config, workdir: Path) -> None:
               f"{r['tokens_per_second']:.1f} |")
 
 
-def _run_chat_format(run_dir: str) -> ChatFormat:
+def run_chat_format(run_dir: str) -> ChatFormat:
     """The format the run trained with, from the config.json `experiments.main` wrote into its
     workdir; without one (an untrained model, a demo run) the toy configs' format: no suffixes."""
     config_file = Path(run_dir) / "config.json" if run_dir else None
