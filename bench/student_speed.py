@@ -56,16 +56,17 @@ def _probe_costs(model, batch: int, width: int, new_tokens: int, repeats: int) -
 
 
 def quality(teacher, student, thresholds: list[float], alignment: str, n_math: int, n_chat: int,
-            new_tokens: int, heldout: str) -> list[dict]:
+            new_tokens: int, heldout: str, run_dir: str) -> list[dict]:
+    """Accuracy, tokens per round and teacher NLL per setting, prompts formatted as the run trained."""
     from experiments.data.prompts import ANSWER_DOMAINS
     from experiments.evaluation import build_eval_set, chat_decode, math_accuracy
     from experiments.long import dynamic_sampler
-    from opdlm_jax.data.chat_format import ChatFormat
+    from experiments.runners import run_chat_format
     from opdlm_jax.data.prompt_records import read_prompt_records
     from opdlm_jax.eval.distill_metrics import teacher_nll
 
     records = read_prompt_records(heldout, require_answer_for=ANSWER_DOMAINS)
-    evalset = build_eval_set(teacher, records, n_math, n_chat, new_tokens, ChatFormat(suffixes={}))
+    evalset = build_eval_set(teacher, records, n_math, n_chat, new_tokens, run_chat_format(run_dir))
     rows = []
     settings = [("AR teacher", teacher, "ar", None)] + [
         (f"student dynamic {t}", student, "diffusion", dynamic_sampler(4, alignment, t)) for t in thresholds]
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
         print(json.dumps(result["batches"][batch], indent=1, default=str), flush=True)
     heldout = json.loads((Path(args.run) / "config.json").read_text())["data"]["heldout"]
     result["quality"] = quality(teacher, student, thresholds, alignment, args.quality_math, args.quality_chat,
-                                args.quality_new_tokens, heldout)
+                                args.quality_new_tokens, heldout, args.run)
     result["quality_settings"] = dict(math=args.quality_math, chat=args.quality_chat, new_tokens=args.quality_new_tokens)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
