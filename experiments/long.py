@@ -73,9 +73,9 @@ def student_metrics(teacher, params, evalset: EvalSet, *, alignment: str, block_
 def teacher_metrics(teacher, evalset: EvalSet, max_new_tokens: int) -> dict:
     """The AR teacher's values of the same columns (greedy; one token per forward)."""
     r = math_accuracy(teacher, teacher.config, teacher.params, evalset, "ar", None, max_new_tokens)
-    answers = chat_decode(teacher, teacher.config, teacher.params, evalset, "ar", None, max_new_tokens)
+    # build_eval_set already decoded the teacher's greedy chat answers (the fixed states): reuse them
     return {"accuracy": r["accuracy"], "tokens_per_round": 1.0,
-            "teacher_nll": teacher_nll(teacher.config, teacher.params, evalset.chat_ids, answers)}
+            "teacher_nll": teacher_nll(teacher.config, teacher.params, evalset.chat_ids, evalset.teacher_answers)}
 
 
 def make_eval_fn(teacher, evalset: EvalSet, config) -> Callable[[object, int], dict]:
