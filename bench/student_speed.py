@@ -40,7 +40,7 @@ def break_even_tokens_per_round(t_ar: float, t_round: float, t_commit: float, b:
 
 
 def _decoders(thresholds: list[float], alignment: str) -> list[Decoder]:
-    from experiments.long import dynamic_sampler
+    from experiments.evaluation import dynamic_sampler
 
     return [Decoder("ar", "teacher, our AR decoder (KV cache)", "ar")] + [
         Decoder(f"d{t}", f"student, dynamic {t}", "diffusion", dynamic_sampler(4, alignment, t)) for t in thresholds]
@@ -60,7 +60,7 @@ def quality(teacher, student, thresholds: list[float], alignment: str, n_math: i
     """Accuracy, tokens per round and teacher NLL per setting, prompts formatted as the run trained."""
     from experiments.data.prompts import ANSWER_DOMAINS
     from experiments.evaluation import build_eval_set, chat_decode, math_accuracy
-    from experiments.long import dynamic_sampler
+    from experiments.evaluation import dynamic_sampler
     from experiments.runners import run_chat_format
     from opdlm_jax.data.prompt_records import read_prompt_records
     from opdlm_jax.eval.distill_metrics import teacher_nll

@@ -21,6 +21,16 @@ from opdlm_jax.decoding.api import generate_ar, generate_diffusion
 from opdlm_jax.decoding.sampling import SamplingParams
 
 
+def static_sampler(block_size: int, alignment: str) -> SamplerConfig:
+    """Static block diffusion: one token per round, block_size rounds per block."""
+    return SamplerConfig(block_size=block_size, steps_per_block=block_size, alignment=alignment)
+
+
+def dynamic_sampler(block_size: int, alignment: str, threshold: float) -> SamplerConfig:
+    """Greedy dynamic decoding: every masked position above `threshold` is kept, at least one per round."""
+    return static_sampler(block_size, alignment).replace(strategy="low_confidence_dynamic", threshold=threshold)
+
+
 @dataclasses.dataclass
 class EvalSet:
     math_ids: list  # chat-templated prompt ids
@@ -78,8 +88,8 @@ def evaluate(model, teacher, params, evalset: EvalSet, *, mode: str, alignment: 
 
     loss: the run's LossConfig (`train.setup.loss_config`), used for the fixed-state KL of students."""
     config = model.config
-    static = SamplerConfig(block_size=block_size, steps_per_block=block_size, alignment=alignment)
-    dynamic = static.replace(strategy="low_confidence_dynamic", threshold=threshold)
+    static = static_sampler(block_size, alignment)
+    dynamic = dynamic_sampler(block_size, alignment, threshold)
     out = {"static": math_accuracy(model, config, params, evalset, mode, static, max_new_tokens)}
     if mode == "diffusion":
         out["dynamic"] = math_accuracy(model, config, params, evalset, mode, dynamic, max_new_tokens)
@@ -105,14 +115,11 @@ def threshold_sweep(model, params, evalset: EvalSet, *, alignment: str, threshol
                     block_sizes: Sequence[int], max_new_tokens: int) -> list[dict]:
     """Accuracy vs tokens per round (Fig. 3/5): thresholds at block 4, block sizes at 0.9, static."""
     rows = []
-    base = SamplerConfig(block_size=4, steps_per_block=4, alignment=alignment)
     settings = [("static", 4, None)] + [("dynamic", 4, t) for t in thresholds] + \
         [("dynamic", b, 0.9) for b in block_sizes if b != 4]
     for kind, b, t in settings:
         budget = -(-max_new_tokens // b) * b
-        s = base.replace(block_size=b, steps_per_block=b)
-        if kind == "dynamic":
-            s = s.replace(strategy="low_confidence_dynamic", threshold=t)
+        s = dynamic_sampler(b, alignment, t) if kind == "dynamic" else static_sampler(b, alignment)
         r = math_accuracy(model, model.config, params, evalset, "diffusion", s, budget)
         rows.append(dict(kind=kind, block_size=b, threshold=t, **r))
     return rows

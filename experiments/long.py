@@ -6,7 +6,7 @@ evaluation after the RL steps in `train.eval_steps` and every `train.eval_every`
 
 - dynamic decoding (greedy, block 4) of the held-out math prompts at each threshold in
   `config.eval.thresholds`: tokens per round and accuracy;
-- fixed-state KL on the teacher's greedy answers to held-out chat prompts;
+- fixed-state forward KL(teacher || student) on the teacher's greedy answers to held-out chat prompts;
 - the teacher's NLL (and so the generative perplexity) of the student's greedy answers to the same
   chat prompts, static and at the first threshold.
 
@@ -18,6 +18,7 @@ reference.json (kept across restarts). After each invocation curves.json and cur
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -26,11 +27,11 @@ from typing import Callable
 import jax
 
 from experiments.data.prompts import ANSWER_DOMAINS
-from experiments.evaluation import EvalSet, build_eval_set, chat_decode, math_accuracy
+from experiments.evaluation import (EvalSet, build_eval_set, chat_decode, dynamic_sampler, math_accuracy,
+                                    static_sampler)
 from experiments.long_report import write_curves
 from opdlm_jax.data.chat_format import chat_format_from_config
 from opdlm_jax.data.prompt_records import read_prompt_records
-from opdlm_jax.decoding import SamplerConfig
 from opdlm_jax.distill.opd_loss import LossConfig
 from opdlm_jax.eval.distill_metrics import fixed_state_kl, teacher_nll
 from opdlm_jax.train.loop import train
@@ -43,12 +44,6 @@ def _log(msg: str) -> None:
     print(f"[long {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def dynamic_sampler(block_size: int, alignment: str, threshold: float) -> SamplerConfig:
-    """Greedy dynamic decoding: every masked position above `threshold` is kept, at least one per round."""
-    return SamplerConfig(block_size=block_size, steps_per_block=block_size, alignment=alignment,
-                         strategy="low_confidence_dynamic", threshold=threshold)
-
-
 def student_metrics(teacher, params, evalset: EvalSet, *, alignment: str, block_size: int,
                     thresholds: list[float], max_new_tokens: int, loss: LossConfig) -> dict:
     """The held-out numbers of one student checkpoint, as flat scalars (they go to metrics.jsonl)."""
@@ -58,7 +53,7 @@ def student_metrics(teacher, params, evalset: EvalSet, *, alignment: str, block_
                           dynamic_sampler(block_size, alignment, t), max_new_tokens)
         out[f"accuracy_at_{t}"] = r["accuracy"]
         out[f"tokens_per_round_at_{t}"] = r["tokens_per_round"]
-    static = SamplerConfig(block_size=block_size, steps_per_block=block_size, alignment=alignment)
+    static = static_sampler(block_size, alignment)
     for name, sampler in (("static", static), (f"at_{thresholds[0]}", dynamic_sampler(block_size, alignment,
                                                                                     thresholds[0]))):
         answers = chat_decode(teacher, teacher.config, params, evalset, "diffusion", sampler, max_new_tokens)
@@ -80,7 +75,9 @@ def teacher_metrics(teacher, evalset: EvalSet, max_new_tokens: int) -> dict:
 
 def make_eval_fn(teacher, evalset: EvalSet, config) -> Callable[[object, int], dict]:
     ev, c = config.eval, config.train
-    loss = loss_config(c, teacher.config)
+    # The curve's "fixed-state KL" is always the forward KL, whatever divergence the student trains
+    # on, so runs with different divergences (experiments.long_ablations) compare on one scale.
+    loss = dataclasses.replace(loss_config(c, teacher.config), divergence="forward_kl", divergence_kwargs=())
 
     def eval_fn(params, step: int) -> dict:
         t0 = time.perf_counter()

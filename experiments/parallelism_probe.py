@@ -109,6 +109,41 @@ def _teacher_texts(teacher, records, n: int, max_new_tokens: int, fmt) -> tuple[
     return prompts, texts
 
 
+def probe_run(run: str | Path, *, n: int = 48, max_new_tokens: int = 64, block_sizes: Sequence[int] = (4, 2),
+              thresholds: Sequence[float] = (0.9, 0.7, 0.5), untrained: bool = True) -> dict:
+    """The probe of a training workdir's newest checkpoint on `n` held-out prompts per domain (math,
+    chat); with `untrained`, the teacher's weights under the student's mask as well."""
+    import ml_collections
+
+    from experiments.runners import run_chat_format
+    from opdlm_jax.checkpoints.orbax import load_model_from_run
+    from opdlm_jax.data.prompt_records import read_prompt_records
+    from opdlm_jax.train.setup import load_models
+
+    run_config = json.loads((Path(run) / "config.json").read_text())
+    train_config = run_config.get("train", run_config)
+    teacher, _, _ = load_models(ml_collections.ConfigDict(train_config))
+    student = load_model_from_run(run, dtype=train_config["dtype"])
+    meta = student.run_meta
+    records = read_prompt_records(train_config["data"]["heldout"])
+    fmt = run_chat_format(run)
+    result = {"run": str(run), "step": int(meta["step"]), "rollout_tokens": meta.get("totals", {}).get("tokens"),
+              "alignment": meta["alignment"], "by_domain": {}}
+    models = [("trained", student.params)] + ([("untrained", teacher.params)] if untrained else [])
+    for domain in ("math", "chat"):
+        chosen = [r for r in records if (r.domain == "math") == (domain == "math")]
+        prompts, texts = _teacher_texts(teacher, chosen, n, max_new_tokens, fmt)
+        by_model = {}
+        for name, params in models:
+            for b in block_sizes:
+                blocks = masked_block_confidence(student.config, params, teacher.config, teacher.params, prompts, texts,
+                                                 mask_id=teacher.mask_token_id, stop_ids=teacher.stop_token_ids,
+                                                 block_size=b, alignment=meta["alignment"])
+                by_model[f"{name}, block {b}"] = summarize(blocks, thresholds)
+        result["by_domain"][domain] = by_model
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="a training workdir (its newest checkpoint is the student)")
@@ -118,34 +153,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--block-sizes", default="4,2")
     p.add_argument("--thresholds", default="0.9,0.7,0.5")
     args = p.parse_args(argv)
-    from experiments.runners import run_chat_format
-    from opdlm_jax.checkpoints.orbax import load_model_from_run
-    from opdlm_jax.data.prompt_records import read_prompt_records
-    from opdlm_jax.train.setup import load_models
-
-    run_config = json.loads((Path(args.run) / "config.json").read_text())
-    train_config = run_config.get("train", run_config)
-    import ml_collections
-
-    teacher, _, _ = load_models(ml_collections.ConfigDict(train_config))
-    student = load_model_from_run(args.run, dtype=train_config["dtype"])
-    meta = student.run_meta
-    records = read_prompt_records(train_config["data"]["heldout"])
-    fmt = run_chat_format(args.run)
     thresholds = [float(t) for t in args.thresholds.split(",")]
-    result = {"run": str(args.run), "step": int(meta["step"]), "rollout_tokens": meta.get("totals", {}).get("tokens"),
-              "alignment": meta["alignment"], "by_domain": {}}
-    for domain in ("math", "chat"):
-        chosen = [r for r in records if (r.domain == "math") == (domain == "math")]
-        prompts, texts = _teacher_texts(teacher, chosen, args.n, args.max_new_tokens, fmt)
-        by_model = {}
-        for name, params in (("trained", student.params), ("untrained", teacher.params)):
-            for b in (int(x) for x in args.block_sizes.split(",")):
-                blocks = masked_block_confidence(student.config, params, teacher.config, teacher.params, prompts, texts,
-                                                 mask_id=teacher.mask_token_id, stop_ids=teacher.stop_token_ids,
-                                                 block_size=b, alignment=meta["alignment"])
-                by_model[f"{name}, block {b}"] = summarize(blocks, thresholds)
-        result["by_domain"][domain] = by_model
+    result = probe_run(args.run, n=args.n, max_new_tokens=args.max_new_tokens, thresholds=thresholds,
+                       block_sizes=[int(x) for x in args.block_sizes.split(",")])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(probe_markdown(result, thresholds))

@@ -9,7 +9,7 @@ from opdlm_jax.data.prompt_records import read_prompt_records
 from opdlm_jax.errors import BadInput
 
 
-EXPERIMENTS = ("train", "demo", "sweep", "long")
+EXPERIMENTS = ("train", "demo", "sweep", "long", "long_ablations")
 
 
 def validate(experiment: str, config) -> None:
@@ -20,6 +20,13 @@ def validate(experiment: str, config) -> None:
         from opdlm_jax.train.config import validate_config
 
         validate_config(config.train, check_files=True)
+    if experiment == "long_ablations":
+        from experiments.long_ablations import validate_ablations
+
+        try:
+            validate_ablations(config)
+        except ValueError as e:
+            raise BadInput(str(e)) from e
     if experiment == "sweep":
         from experiments.data.prompts import ANSWER_DOMAINS
         from opdlm_jax.checkpoints.loading import resolve_model
@@ -40,6 +47,10 @@ def run(experiment: str, config, workdir: Path) -> bool:
         from experiments.long import run_long
 
         return run_long(config, workdir)
+    if experiment == "long_ablations":
+        from experiments.long_ablations import run_ablations
+
+        return run_ablations(config, workdir)
     if experiment == "demo":
         from experiments.demo import run_demo
 

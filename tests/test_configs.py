@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from opdlm_jax.errors import BadInput
 from opdlm_jax.train.config import ConfigError, validate_config
 from tests_configs_loader import load_config
 
@@ -141,3 +142,53 @@ def test_demo_runs_are_validated_before_anything_starts():
     demo.train.curriculum.end = 30
     with pytest.raises(ConfigError, match="demo run opdlm_same_position-seed0: .*does not divide curriculum.end=30"):
         plan_runs(demo)
+
+
+def test_long_ablations_train_each_variant_evaluate_probe_and_tabulate(tiny_teacher, tmp_path):
+    """experiments/long_ablations.py at toy size: each variant's overrides reach its run, every
+    variant's fixed-state KL is the forward KL (so rows compare across divergences), a finished
+    variant is skipped on a rerun, and the table and plot are written."""
+    import json
+
+    from experiments import runners
+    from experiments.long_ablations import variant_config
+
+    config = load_config(CONFIGS / "long.py", "ablations")
+    assert config.steps == 40 and set(config.variants) == {"baseline", "reverse_kl", "lr_4x", "temperature_06"}
+    for name in config.variants:
+        validate_config(variant_config(config, name).train)
+    assert variant_config(config, "lr_4x").train.optimizer.learning_rate == 2e-4
+    bad = load_config(CONFIGS / "long.py", "ablations")
+    bad.variants.typo = (("optimizer.learnig_rate", 1e-4),)
+    with pytest.raises(ValueError, match="variant 'typo': bad override"):
+        variant_config(bad, "typo")
+    bad.only = "baseline,nope"
+    with pytest.raises(BadInput, match="no variant named"):
+        runners.validate("long_ablations", bad)
+
+    smoke = load_config(CONFIGS / "long.py", "smoke")
+    config.train, config.eval = _toy(smoke.train, tiny_teacher), smoke.eval
+    config.update(steps=1, only="baseline,reverse_kl", reference="")
+    config.probe.n = 2
+    workdir = tmp_path / "ablations"
+    assert runners.run("long_ablations", config, workdir) is False
+    run_config = json.loads((workdir / "reverse_kl" / "config.json").read_text())
+    assert run_config["loss"]["divergence"] == "reverse_kl"  # the trainer's config.json of the variant
+    untrained = [json.loads((workdir / n / "reference.json").read_text())["untrained"]["fixed_state_kl"]
+                 for n in ("baseline", "reverse_kl")]
+    assert untrained[0] == pytest.approx(untrained[1], rel=1e-6)  # the same student scored by the same KL
+    rows = json.loads((workdir / "ablations.json").read_text())
+    assert list(rows) == ["baseline", "reverse_kl"] and rows["reverse_kl"]["overrides"] == {
+        "loss.divergence": "reverse_kl"}
+    for r in rows.values():
+        assert r["step"] == 1 and len(r["student_confidence"]) == 4
+        for key in ("tokens_per_round_at_0.9", "fixed_state_kl", "first_round_tokens_at_0.9",
+                    "train_rollout_tokens_per_round"):
+            assert np.isfinite(r[key]), key
+    assert rows["baseline"]["fixed_state_kl"] != rows["reverse_kl"]["fixed_state_kl"]  # trained differently
+    table = (workdir / "ablations.md").read_text().splitlines()
+    assert [row.split("|")[1].strip() for row in table[2:4]] == ["baseline", "reverse_kl"]
+    assert (workdir / "ablations.png").stat().st_size > 10_000
+    stamp = (workdir / "baseline" / "metrics.jsonl").stat().st_mtime_ns
+    assert runners.run("long_ablations", config, workdir) is False  # both done: nothing retrained
+    assert (workdir / "baseline" / "metrics.jsonl").stat().st_mtime_ns == stamp
