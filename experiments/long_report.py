@@ -116,3 +116,61 @@ def _plot(points: dict, thresholds: list[float], path: Path, title: str) -> None
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def compare_students(points_by_name: dict[str, dict], path: Path, thresholds: list[float] = (0.9, 0.7)) -> None:
+    """One figure for several long runs (e.g. the shifted and the same-position student): held-out
+    tokens per round at each threshold with the training rollouts' 10-step mean, fixed-state KL and
+    the teacher NLL of greedy answers, all against log-scale rollout tokens; dotted: untrained."""
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
+    panels = [(axes[0, 0], f"tokens_per_round_at_{thresholds[0]}", f"held-out tokens per round @{thresholds[0]}"),
+              (axes[0, 1], f"tokens_per_round_at_{thresholds[1]}", f"held-out tokens per round @{thresholds[1]}"),
+              (axes[1, 0], "fixed_state_kl", "held-out fixed-state KL"),
+              (axes[1, 1], f"teacher_nll_at_{thresholds[0]}", f"teacher NLL of greedy answers @{thresholds[0]}")]
+    for i, (name, points) in enumerate(points_by_name.items()):
+        color = f"C{i}"
+        x = [e["rollout_tokens"] for e in points["evals"]]
+        for ax, key, _ in panels:
+            ax.plot(x, [e[key] for e in points["evals"]], "o-", color=color, label=name)
+            untrained = points["reference"].get("untrained", {}).get(key)
+            if untrained is not None:
+                ax.axhline(untrained, color=color, ls=":", lw=1)
+        rollouts = points["rollouts"]
+        axes[0, 0].plot([r["rollout_tokens"] for r in rollouts],
+                        _moving_average([r["tokens_per_round"] for r in rollouts], 10), color=color, lw=0.8,
+                        alpha=0.6, label=f"{name}: training rollouts (T=1), 10-step mean")
+    for ax in axes[0]:
+        ax.axhspan(*PAPER_FIG6_TOKENS_PER_STEP, color="tab:green", alpha=0.15, label="paper Fig. 6 level (1.4-1.5)")
+        ax.axhline(1.0, color="k", lw=0.8, ls="--", label="AR: 1 token per forward")
+    teacher = next(iter(points_by_name.values()))["reference"].get("teacher", {}).get("teacher_nll")
+    if teacher is not None:
+        axes[1, 1].axhline(teacher, color="k", ls="--", lw=0.8, label="AR teacher")
+    for ax, _, ylabel in panels:
+        ax.set(xscale="log", ylabel=ylabel, xlabel="rollout tokens (log scale); dotted: untrained")
+        ax.legend(fontsize=7)
+    fig.suptitle("Long conversion of SmolLM2-135M: the students side by side")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Plot several long runs' curves side by side.")
+    p.add_argument("--compare", nargs="+", required=True, metavar="NAME=CURVES_JSON",
+                   help="e.g. shifted=experiments/results/long/shifted/curves.json")
+    p.add_argument("--out", required=True, help="the PNG to write")
+    args = p.parse_args(argv)
+    points = {}
+    for item in args.compare:
+        name, sep, file = item.partition("=")
+        if not sep or not Path(file).is_file():
+            raise SystemExit(f"--compare {item!r}: expected NAME=an existing curves.json")
+        points[name] = json.loads(Path(file).read_text())
+    compare_students(points, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()

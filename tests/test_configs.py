@@ -128,6 +128,13 @@ def test_long_conversion_runs_at_toy_size_and_writes_its_curves(tiny_teacher, tm
     table = (workdir / "curves.md").read_text().splitlines()
     assert [row.split("|")[1].strip() for row in table[2:5]] == ["0", "1", "2"]  # untrained, then each eval
     assert (workdir / "curves.png").stat().st_size > 10_000
+    from experiments import long_report
+
+    long_report.main(["--compare", f"a={workdir / 'curves.json'}", f"b={workdir / 'curves.json'}",
+                      "--out", str(tmp_path / "students.png")])
+    assert (tmp_path / "students.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="expected NAME=an existing curves.json"):
+        long_report.main(["--compare", str(workdir / "curves.json"), "--out", str(tmp_path / "x.png")])
 
 
 def test_demo_runs_are_validated_before_anything_starts():
