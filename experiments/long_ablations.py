@@ -29,7 +29,7 @@ import numpy as np
 
 from experiments.demo_report import pyplot
 from experiments.long import REFERENCE_FILE, run_long
-from experiments.parallelism_probe import probe_run
+from experiments.parallelism_probe import per_position, probe_run
 from opdlm_jax.train.metrics_writer import read_metrics
 
 PROBE_FILE = "probe.json"
@@ -105,7 +105,7 @@ def ablation_row(vdir: Path, thresholds, block_size: int) -> dict:
     e = evals[-1]
     row = {"step": e["step"], "rollout_tokens": train[-1]["tokens"],
            "train_rollout_tokens_per_round": float(np.mean(last_half)),
-           "fixed_state_kl": e["fixed_state_kl"], "teacher_nll_at_0.9": e.get("teacher_nll_at_0.9"),
+           "fixed_state_kl": e["fixed_state_kl"], "teacher_nll": e[f"teacher_nll_at_{thresholds[0]}"],
            "student_confidence": probe["student_confidence"], "student_top_is_text": probe["student_top_is_text"],
            "teacher_confidence": probe["teacher_confidence"]}
     for t in thresholds:
@@ -129,10 +129,9 @@ def write_ablations(workdir: Path, config) -> dict:
 
 
 def ablations_markdown(rows: dict, thresholds, probe_thresholds) -> str:
-    fmt = lambda xs: " / ".join(f"{x:.2f}" for x in xs)  # noqa: E731
     head = (["variant", "change", "RL steps", "rollout tokens", "train rollout tok/round (2nd half)"]
             + [f"held-out tok/round @{t}" for t in thresholds] + [f"acc @{t}" for t in thresholds]
-            + ["fixed-state KL", "teacher NLL @0.9", "probe conf. j=1..b", "probe top = text"]
+            + ["fixed-state KL", f"teacher NLL @{thresholds[0]}", "probe conf. j=1..b", "probe top = text"]
             + [f"first-round tokens @{t}" for t in probe_thresholds])
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name, r in rows.items():
@@ -140,13 +139,13 @@ def ablations_markdown(rows: dict, thresholds, probe_thresholds) -> str:
         cells = ([name, change, str(r["step"]), f"{r['rollout_tokens']:.0f}", f"{r['train_rollout_tokens_per_round']:.3f}"]
                  + [f"{r[f'tokens_per_round_at_{t}']:.3f}" for t in thresholds]
                  + [f"{r[f'accuracy_at_{t}']:.2f}" for t in thresholds]
-                 + [f"{r['fixed_state_kl']:.3f}", f"{r['teacher_nll_at_0.9']:.3f}",
-                    fmt(r["student_confidence"]), fmt(r["student_top_is_text"])]
+                 + [f"{r['fixed_state_kl']:.3f}", f"{r['teacher_nll']:.3f}",
+                    per_position(r["student_confidence"]), per_position(r["student_top_is_text"])]
                  + [f"{r[f'first_round_tokens_at_{t}']:.2f}" for t in probe_thresholds])
         lines.append("| " + " | ".join(cells) + " |")
     if rows:
         teacher = next(iter(rows.values()))["teacher_confidence"]
-        lines += ["", f"Teacher's own next-token confidence on the probed text (j=1..b): {fmt(teacher)}. "
+        lines += ["", f"Teacher's own next-token confidence on the probed text (j=1..b): {per_position(teacher)}. "
                   "Probe: math held-out prompts, every block of the teacher's greedy text fully masked."]
     return "\n".join(lines) + "\n"
 

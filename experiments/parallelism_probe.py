@@ -162,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return result
 
 
+def per_position(values: Sequence[float]) -> str:
+    """Per-block-position values as one table cell: '0.64 / 0.41 / 0.30 / 0.24'."""
+    return " / ".join(f"{x:.2f}" for x in values)
+
+
 def probe_markdown(result: dict, thresholds: Sequence[float]) -> str:
     """One table per domain: per block position, student vs teacher confidence and the yield."""
     lines = [f"Probe of {result['run']} (RL step {result['step']}, {result['alignment']}): fully masked blocks "
@@ -171,9 +176,8 @@ def probe_markdown(result: dict, thresholds: Sequence[float]) -> str:
                   + " | ".join(f"first-round tokens @{t} (agree)" for t in thresholds) + " |",
                   "|---" * (4 + len(thresholds)) + "|"]
         for name, s in by_model.items():
-            fmt = lambda xs: " / ".join(f"{x:.2f}" for x in xs)
-            lines.append(f"| {name} | {s['blocks']} | {fmt(s['student_confidence'])} | {fmt(s['student_top_is_text'])} | "
-                         f"{fmt(s['teacher_confidence'])} | "
+            lines.append(f"| {name} | {s['blocks']} | {per_position(s['student_confidence'])} | {per_position(s['student_top_is_text'])} | "
+                         f"{per_position(s['teacher_confidence'])} | "
                          + " | ".join(f"{s[f'first_round_tokens_at_{t}']:.2f} ({s[f'first_round_kept_agree_at_{t}']:.2f})"
                                       for t in thresholds) + " |")
         lines.append("")
