@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.op_profile --what ar_loop --batch 8 --new-tokens 32
     .venv/bin/python -m bench.op_profile --what round --batch 8
     .venv/bin/python -m bench.op_profile --what matmul_dtypes
+    .venv/bin/python -m bench.op_profile --what update --dtype bfloat16 --calls 2
 
 ar_step / round / commit: one cached forward of SmolLM2-135M (float32) jitted alone (1 token
 causal with the cache written; 4 tokens block-causal not written; 8 tokens written), ar_loop /
@@ -12,6 +13,8 @@ times under `jax.profiler.trace`; every op event of XLA's CPU executor (the thun
 Eigen / client threads) is summed by its kind (the HLO name without its numeric suffix: `dot`,
 `ynn_fusion` = a YNNPACK matmul fusion, `copy`, `slice_bitcast_fusion`, ...). Thunks of
 independent ops run on both cores at once, so the sum is thread time and can exceed the wall time.
+
+rollout / teacher / update: one stage of the demo's OPD step (the trainer's settings, width 96).
 
 matmul_dtypes: 90 matrices of 576 x 1536 (one SmolLM2 MLP stack, 319 MB in float32) multiplied
 by M rows, float32 vs bfloat16 inputs with float32 accumulation: the rate at which XLA's CPU
@@ -98,6 +101,50 @@ def model_program(what: str, batch: int, new_tokens: int, dtype: str = "float32"
     return lambda: jax.block_until_ready(f(params, cache))
 
 
+def step_stage_program(what: str, dtype: str, width: int):
+    """One stage of the demo's OPD step (experiments/configs/demo.py, its prompts, length budget
+    and K=1) jitted alone: `rollout`, `teacher` or `update`; `dtype` is the compute dtype
+    (parameters and AdamW moments stay float32)."""
+    import copy
+
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.configs.demo import get_config
+    from opdlm_jax.data.chat_format import chat_format_from_config, prompt_token_ids
+    from opdlm_jax.data.prompt_records import read_prompt_records
+    from opdlm_jax.decoding.batching import left_pad
+    from opdlm_jax.train.setup import build_setup
+    from opdlm_jax.train.state import init_train_state
+    from opdlm_jax.train.step import rollout_stage, select_states_stage, teacher_stage, update_stage
+
+    config = copy.deepcopy(get_config("").train)
+    config.dtype = dtype
+    setup = build_setup(config)
+    budget = setup.curriculum.length(config.steps, config.rollout.block_size)
+    cfg = setup.step_config(budget)
+    fmt = chat_format_from_config(config)
+    ids = [prompt_token_ids(setup.teacher.tokenizer, r, fmt) for r in read_prompt_records(config.data.train)]
+    ids = [p for p in ids if len(p) <= width][:config.batch_size]
+    prompts, valid = (jnp.asarray(a) for a in left_pad(ids, width, setup.tokens.pad_id))
+    student, teacher = setup.student_config, setup.teacher.config
+    state = jax.device_put(init_train_state(setup.student_init, setup.optimizer))
+    t_params = jax.device_put(setup.teacher.params)
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    rollout = jax.jit(lambda p, x, v, k: rollout_stage(student, p, x, v, k, cfg))
+    if what == "rollout":
+        return lambda: jax.block_until_ready(rollout(state.params, prompts, valid, k1))
+    batch, _ = rollout(state.params, prompts, valid, k1)
+    masked = select_states_stage(batch, k2, cfg)
+    teach = jax.jit(lambda p, b: teacher_stage(teacher, p, b, cfg.teacher_slice_size))
+    if what == "teacher":
+        return lambda: jax.block_until_ready(teach(t_params, batch))
+    t_hidden = teach(t_params, batch)
+    update = jax.jit(lambda st, b, m, th, k: update_stage(st, student, teacher, t_params, b, m, th, k, cfg,
+                                                          setup.optimizer))
+    return lambda: jax.block_until_ready(update(state, batch, masked, t_hidden, k3))
+
+
 def matmul_dtypes(rows: tuple[int, ...] = (1, 2, 4, 8, 16, 32), repeats: int = 7) -> None:
     import jax
     import jax.numpy as jnp
@@ -128,8 +175,9 @@ def matmul_dtypes(rows: tuple[int, ...] = (1, 2, 4, 8, 16, 32), repeats: int = 7
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--what", choices=("ar_step", "round", "commit", "ar_loop", "diffusion_loop", "matmul_dtypes"),
-                   default="ar_step")
+    p.add_argument("--what", choices=("ar_step", "round", "commit", "ar_loop", "diffusion_loop", "matmul_dtypes",
+                                      "rollout", "teacher", "update"), default="ar_step")
+    p.add_argument("--width", type=int, default=96, help="prompt width of the OPD step's stages")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--calls", type=int, default=5)
@@ -139,7 +187,11 @@ def main(argv=None) -> None:
     if args.what == "matmul_dtypes":
         matmul_dtypes()
         return
-    wall, kinds = op_thread_time(model_program(args.what, args.batch, args.new_tokens, args.dtype), args.calls)
+    if args.what in ("rollout", "teacher", "update"):
+        program = step_stage_program(args.what, args.dtype, args.width)
+    else:
+        program = model_program(args.what, args.batch, args.new_tokens, args.dtype)
+    wall, kinds = op_thread_time(program, args.calls)
     total = sum(ms for ms, _ in kinds.values())
     print(f"{args.what}, B={args.batch}, {args.dtype}: wall {wall * 1e3:.1f} ms per call; op thread time {total:.1f} ms")
     print("| op kind | ms per call | ops per call |\n|---|---|---|")

@@ -1,11 +1,14 @@
-"""The weights a decode loop runs on: scanned (stacked) vs unrolled layers, and their dtype.
+"""The weights a program runs on: scanned (stacked) vs unrolled layers, and their dtype.
 
-Training scans the layers (`ModelConfig.scan_layers`): one layer body to compile, parameters
-stacked on a leading axis. A decode loop runs the model dozens to thousands of times on the same
-weights; on CPU every scanned forward slices each layer's weights out of the stack (a copy of
-all weights per forward; BENCHMARKS.md "Speed work of 2026-12-02"), so decoding there unstacks the
-layers once per call and runs the unrolled model. TPU and GPU compilers read the slices in place
-and keep the scan (shorter compiles).
+Training stores the layers scanned (`ModelConfig.scan_layers`): one layer body to compile,
+parameters stacked on a leading axis. On CPU a scanned program is slow twice over: every scanned
+forward slices each layer's weights out of the stack (a copy of all weights per forward), and a
+scanned backward writes every layer's saved activations into stacked buffers one layer at a time,
+copies XLA's CPU backend does not make in place (a third of the demo's bfloat16 student update;
+BENCHMARKS.md). So on CPU decoding, teacher scoring and the student update unstack the layers at
+the start of the program and run the unrolled model; the gradient of the unstacking is one
+concatenation per parameter back into the stacked layout. TPU and GPU compilers read the slices
+in place and keep the scan (shorter compiles, one layer's activations live at a time).
 """
 from __future__ import annotations
 
@@ -23,10 +26,13 @@ def unstack_layers(config: ModelConfig, params: dict) -> tuple[ModelConfig, dict
     """(config with scan_layers=False, params with `layers_{i}` entries) from a scanned model."""
     if not config.scan_layers:
         return config, params
-    stacked = params[STACKED]
+    n = config.num_layers
+    # split (not n slices): its gradient is one concatenation, not n zero-padded full-size copies
+    per_leaf = jax.tree.map(lambda x: [jnp.squeeze(s, 0) for s in jnp.split(x, n)], params[STACKED])
     unrolled = {k: v for k, v in params.items() if k != STACKED}
-    for i in range(config.num_layers):
-        unrolled[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+    for i in range(n):
+        unrolled[f"layers_{i}"] = jax.tree.map(lambda parts, i=i: parts[i], per_leaf,
+                                               is_leaf=lambda x: isinstance(x, list))
     return config.replace(scan_layers=False), unrolled
 
 
@@ -51,10 +57,14 @@ def compute_dtype_weights(config: ModelConfig, params: Any) -> tuple[ModelConfig
     return config.replace(param_dtype=config.dtype), jax.tree.map(cast, params)
 
 
-def decoding_layout(config: ModelConfig, params: Any) -> tuple[ModelConfig, Any]:
-    """The weights a decode loop should run on: cast to the compute dtype once, and unstacked on
-    CPU (see the module docstring)."""
-    config, params = compute_dtype_weights(config, params)
+def platform_layout(config: ModelConfig, params: Any) -> tuple[ModelConfig, Any]:
+    """Layers unstacked on CPU, as stored elsewhere (see the module docstring); differentiable."""
     if config.scan_layers and jax.default_backend() == "cpu":
         return unstack_layers(config, params)
     return config, params
+
+
+def decoding_layout(config: ModelConfig, params: Any) -> tuple[ModelConfig, Any]:
+    """The weights a decode loop should run on: cast to the compute dtype once, and unstacked on
+    CPU (see the module docstring)."""
+    return platform_layout(*compute_dtype_weights(config, params))

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from opdlm_jax.models.attention_choice import attention_platform
 from opdlm_jax.models.config import ModelConfig
 from opdlm_jax.models.masks import PeekMask, StructuredMask
+from opdlm_jax.models.mixed_matmul import dot_accumulate_f32
 from opdlm_jax.models.rope import apply_rotary
 
 LayerCache = Any  # (k, v) arrays [B, kv_heads, S, head_dim] or None
@@ -64,10 +65,9 @@ class Projection(nn.Module):
         kernel = _param(self, "kernel", init, self.shape, self.axes, self.param_dtype).astype(self.dtype)
         contract_x = tuple(range(x.ndim - self.in_dims, x.ndim))
         # float32 accumulation, then the activation dtype: the form XLA's CPU backend runs as a
-        # native bfloat16 matmul (without it, it converts every bfloat16 weight to float32 per use).
-        y = jax.lax.dot_general(x.astype(self.dtype), kernel,
-                                ((contract_x, tuple(range(self.in_dims))), ((), ())),
-                                preferred_element_type=jnp.float32).astype(self.dtype)
+        # native bfloat16 matmul, in the backward pass too (mixed_matmul).
+        y = dot_accumulate_f32(x.astype(self.dtype), kernel,
+                               (contract_x, tuple(range(self.in_dims)))).astype(self.dtype)
         if self.use_bias:
             bias = _param(self, "bias", nn.initializers.zeros, self.shape[self.in_dims:],
                           self.axes[self.in_dims:], self.param_dtype)
@@ -248,8 +248,7 @@ class Transformer(nn.Module):
             weight, dims = self.embedding.astype(c.jnp_dtype), ((hidden.ndim - 1,), (1,))
         else:
             weight, dims = self.lm_head.astype(c.jnp_dtype), ((hidden.ndim - 1,), (0,))
-        logits = jax.lax.dot_general(hidden.astype(c.jnp_dtype), weight, (dims, ((), ())),
-                                     preferred_element_type=jnp.float32)
+        logits = dot_accumulate_f32(hidden.astype(c.jnp_dtype), weight, dims)
         # Decoding unembeds one position per row ([B, d] -> [B, V]); training whole sequences.
         names = {2: ("batch", "vocab"), 3: ("batch", "length", "vocab")}.get(logits.ndim)
         return logits if names is None else _constrain(logits, names)

@@ -38,6 +38,7 @@ from opdlm_jax.diffusion.states import block_mask_fraction, select_states
 from opdlm_jax.distill.opd_loss import LossConfig, opd_loss
 from opdlm_jax.distill.teacher import teacher_hidden
 from opdlm_jax.models.config import ModelConfig
+from opdlm_jax.models.layer_stack import platform_layout
 from opdlm_jax.train.state import TrainState
 
 
@@ -172,7 +173,7 @@ def objective_loss(params: Any, student_config: ModelConfig, teacher_config: Mod
 
 
 def teacher_stage(config: ModelConfig, params: Any, batch: RolloutBatch, slice_size: int = 0) -> jnp.ndarray:
-    return teacher_hidden(config, params, batch, slice_size)
+    return teacher_hidden(*platform_layout(config, params), batch, slice_size)
 
 
 def update_stage(state: TrainState, student_config: ModelConfig, teacher_config: ModelConfig,
@@ -188,7 +189,8 @@ def update_stage(state: TrainState, student_config: ModelConfig, teacher_config:
     shuffled = (RolloutBatch(*(x[order] for x in batch)), masked[order], t_hidden[order])
 
     def loss_fn(params, minibatch, mb_masked, mb_teacher):
-        return objective_loss(params, student_config, teacher_config, teacher_params, minibatch, mb_masked,
+        config, layers = platform_layout(student_config, params)  # unrolled on CPU; grads stay stacked
+        return objective_loss(layers, config, teacher_config, teacher_params, minibatch, mb_masked,
                               mb_teacher, cfg)
 
     def one_update(state: TrainState, index):

@@ -1,0 +1,75 @@
+"""Matrix products in a low-precision compute dtype with float32 accumulation, forward AND backward.
+
+`jax.lax.dot_general(x, w, ..., preferred_element_type=float32)` on bfloat16 operands is the form
+XLA's CPU backend runs as a native bfloat16 matmul. Its automatic transpose is not: the cotangent
+of the float32 product is float32, so both backward products multiply a float32 cotangent by a
+bfloat16 operand, and XLA converts the bfloat16 side to float32 on every use and runs float32
+kernels (the student update in bfloat16 was no faster than in float32). `dot_accumulate_f32`
+keeps the backward products in the compute dtype: the cotangent is cast to it first, then each
+product accumulates in float32 again. Where the forward result is cast to the compute dtype
+right away (every projection), its cotangent already holds compute-dtype values, so the cast
+loses nothing; float32 operands take the plain product unchanged.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dims = tuple[tuple[int, ...], tuple[int, ...]]  # (x's contracted dims, w's contracted dims)
+
+
+def dot_accumulate_f32(x: jax.Array, w: jax.Array, contract: Dims) -> jax.Array:
+    """float32 result of contracting x's dims contract[0] with w's dims contract[1] (no batch
+    dims; result dims: x's free dims, then w's free dims, as `jax.lax.dot_general`)."""
+    if x.dtype == jnp.float32 and w.dtype == jnp.float32:
+        return _dot(x, w, contract)
+    return _low_precision_dot(x, w, contract)
+
+
+def _dot(x, w, contract: Dims):
+    return jax.lax.dot_general(x, w, (contract, ((), ())), preferred_element_type=jnp.float32)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _low_precision_dot(x, w, contract: Dims):
+    return _dot(x, w, contract)
+
+
+def _forward(x, w, contract: Dims):
+    return _dot(x, w, contract), (x, w)
+
+
+def _backward(contract: Dims, residuals, cotangent):
+    x, w = residuals
+    cx, cw = contract
+    fx = [d for d in range(x.ndim) if d not in cx]
+    fw = [d for d in range(w.ndim) if d not in cw]
+    ct_free_x, ct_free_w = tuple(range(len(fx))), tuple(range(len(fx), cotangent.ndim))
+    # d/dx pairs the cotangent's w-free part with w's free dims; each of w's contracted dims
+    # stands for its x partner. d/dw likewise with x's free dims.
+    dx = _product_in_layout(cotangent.astype(x.dtype), ct_free_w, fx,
+                            w.astype(x.dtype), tuple(fw), [cx[i] for i in np.argsort(cw)])
+    dw = _product_in_layout(cotangent.astype(w.dtype), ct_free_x, fw,
+                            x.astype(w.dtype), tuple(fx), [cw[i] for i in np.argsort(cx)])
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+def _product_in_layout(ct, ct_contract, ct_free_dims, other, other_contract, other_free_dims):
+    """ct x other contracted over (ct_contract, other_contract), laid out as the target array whose
+    dims are named by ct's free dims (ct_free_dims) and other's free dims (other_free_dims).
+    One of the two operand orders yields that layout directly for every product of the model;
+    any other layout is computed in float32, because XLA's CPU backend fuses a transposed product
+    into its generic dot kernel, which has no bfloat16 x bfloat16 -> float32 form."""
+    ct_first, other_first = list(ct_free_dims) + list(other_free_dims), list(other_free_dims) + list(ct_free_dims)
+    if ct_first == sorted(ct_first):
+        return _dot(ct, other, (ct_contract, other_contract))
+    if other_first == sorted(other_first):
+        return _dot(other, ct, (other_contract, ct_contract))
+    product = _dot(ct.astype(jnp.float32), other.astype(jnp.float32), (ct_contract, other_contract))
+    return jnp.transpose(product, np.argsort(ct_first))
+
+
+_low_precision_dot.defvjp(_forward, _backward)
