@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.versions --base 5317aec --task step --steps float32@128,bfloat16@96
     .venv/bin/python -m bench.versions --base 5317aec --task decode --reps 5 --write BENCHMARKS.md
+    .venv/bin/python -m bench.versions --base 5317aec --steps float32@128 --new-steps bfloat16@96@bfloat16
 
 "Faster than before" needs both versions measured side by side on the same machine in the same
 minutes (docs/BENCHMARKING.md: ratios from one run, never times from different runs). The base
@@ -13,9 +14,11 @@ time of the same round (the speed-up), median (min-max) over rounds.
 
 Tasks (both use only APIs that exist in both revisions):
   step    the demo's fused OPD step (experiments/configs/demo.py, SmolLM2-135M, 8 prompts, its
-          length budget, K=1) per compute dtype and prompt width (`--steps float32@128,...`),
-          each call from a fresh copy of the same train state with the same key; seconds = the
-          step's wall time, outputs ready.
+          length budget, K=1) per compute dtype, prompt width and optionally the teacher's stored
+          dtype (`--steps float32@128,bfloat16@96@bfloat16`), each call from a fresh copy of the
+          same train state with the same key; seconds = the step's wall time, outputs ready.
+          `--new-steps` gives the new version other settings, paired by position with `--steps`
+          (the old default against the new best: each version at its own setting).
   decode  SmolLM2-135M-Instruct float32, 8 chat questions, `--new-tokens` forced tokens
           (stop_ids=()), per batch size: AR greedy and static block diffusion (block 4, 4
           rounds); seconds = the decode call's own time (`GenerationResult.seconds`).
@@ -37,8 +40,22 @@ ROOT = Path(__file__).resolve().parents[1]  # the new version; workers import th
 # ----------------------------------------------------------------------------- workers
 
 
-def step_workloads(specs: list[tuple[str, int]]) -> dict:
-    """label -> call returning seconds, for the demo's fused step per (compute dtype, prompt width)."""
+def parse_steps(text: str) -> list[tuple[str, int, str]]:
+    """'float32@128,bfloat16@96@bfloat16' -> [(compute dtype, prompt width, teacher dtype or '')]."""
+    out = []
+    for spec in filter(None, text.split(",")):
+        parts = spec.split("@")
+        out.append((parts[0], int(parts[1]), parts[2] if len(parts) > 2 else ""))
+    return out
+
+
+def step_label(dtype: str, width: int, teacher: str) -> str:
+    return f"OPD step, {dtype} compute, prompt width {width}" + (f", {teacher} teacher" if teacher else "")
+
+
+def step_workloads(specs: list[tuple[str, int, str]]) -> dict:
+    """label -> call returning seconds, for the demo's fused step per (compute dtype, prompt width,
+    teacher's stored dtype)."""
     import copy
 
     import jax
@@ -55,23 +72,25 @@ def step_workloads(specs: list[tuple[str, int]]) -> dict:
     key = jax.random.PRNGKey(0)
     built = {}
 
-    def setup_for(dtype):
-        if dtype not in built:
+    def setup_for(dtype, teacher):
+        if (dtype, teacher) not in built:
             config = copy.deepcopy(get_config("").train)
             config.dtype = dtype  # compute dtype; parameters and AdamW moments stay float32
+            if teacher:  # only set when asked: older revisions have no such field
+                config.teacher_param_dtype = teacher
             setup = build_setup(config)
             budget = setup.curriculum.length(config.steps, config.rollout.block_size)
             step = make_opd_step(setup.student_config, setup.teacher.config, setup.step_config(budget),
                                  setup.optimizer)
             fmt = chat_format_from_config(config)
             ids = [prompt_token_ids(setup.teacher.tokenizer, r, fmt) for r in read_prompt_records(config.data.train)]
-            prompts = [p for p in ids if len(p) <= min(w for _, w in specs)][:config.batch_size]
+            prompts = [p for p in ids if len(p) <= min(w for _, w, _ in specs)][:config.batch_size]
             state = jax.device_put(init_train_state(setup.student_init, setup.optimizer))
-            built[dtype] = (setup, budget, step, prompts, state)
-        return built[dtype]
+            built[dtype, teacher] = (setup, budget, step, prompts, state)
+        return built[dtype, teacher]
 
-    def make(dtype, width):
-        setup, budget, step, prompts, base = setup_for(dtype)
+    def make(dtype, width, teacher):
+        setup, budget, step, prompts, base = setup_for(dtype, teacher)
         inputs = full_budget_inputs(*left_pad(prompts, width, setup.tokens.pad_id), budget)
 
         def call():
@@ -83,7 +102,7 @@ def step_workloads(specs: list[tuple[str, int]]) -> dict:
             return time.perf_counter() - t0
         return call
 
-    return {f"OPD step, {dtype} compute, prompt width {w}": make(dtype, w) for dtype, w in specs}
+    return {step_label(*spec): make(*spec) for spec in specs}
 
 
 def decode_workloads(batches: list[int], new_tokens: int) -> dict:
@@ -124,7 +143,7 @@ def worker(args) -> None:
 
     print(f"worker imports {Path(opdlm_jax.__file__).parent}", file=sys.stderr, flush=True)
     if args.task == "step":
-        loads = step_workloads([(spec.split("@")[0], int(spec.split("@")[1])) for spec in args.steps.split(",")])
+        loads = step_workloads(parse_steps(args.steps))
     else:
         loads = decode_workloads([int(b) for b in args.batches.split(",")], args.new_tokens)
     compile_s = {}
@@ -145,10 +164,10 @@ def worker(args) -> None:
 
 
 class Worker:
-    def __init__(self, name: str, tree: Path, args, log: Path):
+    def __init__(self, name: str, tree: Path, args, log: Path, steps: str):
         env = dict(os.environ, PYTHONPATH=str(tree))
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--task", args.task,
-               "--steps", args.steps, "--batches", args.batches, "--new-tokens", str(args.new_tokens)]
+               "--steps", steps, "--batches", args.batches, "--new-tokens", str(args.new_tokens)]
         self.name = name
         self.proc = subprocess.Popen(cmd, cwd=tree, env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
@@ -196,27 +215,32 @@ def driver(args) -> None:
     workers = []
     try:
         # One at a time: two compiles side by side would slow each other.
-        workers = [Worker("base", tree, args, tmp / "base.log"), Worker("new", ROOT, args, tmp / "new.log")]
-        labels = workers[0].ready["ready"]
-        times = {(w.name, label): [] for w in workers for label in labels}
+        workers = [Worker("base", tree, args, tmp / "base.log", args.steps),
+                   Worker("new", ROOT, args, tmp / "new.log", args.new_steps or args.steps)]
+        # Row i: the base's i-th workload against the new version's i-th (the same label unless
+        # --new-steps gives the new version other settings).
+        pairs = list(zip(workers[0].ready["ready"], workers[1].ready["ready"], strict=True))
+        times = {("base", b): [] for b, _ in pairs} | {("new", n): [] for _, n in pairs}
         for rep in range(args.reps):
-            for label in labels:
-                order = workers if rep % 2 == 0 else workers[::-1]  # neither always runs first
-                for w in order:
-                    times[(w.name, label)].append(w.run(label))
+            for pair in pairs:
+                order = [0, 1] if rep % 2 == 0 else [1, 0]  # neither always runs first
+                for i in order:
+                    times[(workers[i].name, pair[i])].append(workers[i].run(pair[i]))
             print(f"rep {rep + 1}/{args.reps}: " + "; ".join(
-                f"{label}: base {times[('base', label)][-1]:.2f}s new {times[('new', label)][-1]:.2f}s"
-                for label in labels), flush=True)
+                f"{b}: base {times[('base', b)][-1]:.2f}s new {times[('new', n)][-1]:.2f}s"
+                for b, n in pairs), flush=True)
     finally:
         for w in workers:
             w.close()
         git("worktree", "remove", "--force", str(tree))
     rows = []
-    for label in labels:
-        b, n = summarize(times[("base", label)]), summarize(times[("new", label)])
-        _, speedup = pair_ratios(times[("base", label)], times[("new", label)])
+    for b_label, n_label in pairs:
+        b, n = summarize(times[("base", b_label)]), summarize(times[("new", n_label)])
+        _, speedup = pair_ratios(times[("base", b_label)], times[("new", n_label)])
+        label = b_label if b_label == n_label else f"{b_label} -> {n_label.removeprefix('OPD step, ')}"
         rows.append((label, b.fmt(), n.fmt(), f"**{speedup.median:.2f}x** ({speedup.min:.2f}-{speedup.max:.2f})",
-                     f"{workers[0].ready['compile_and_warm_s'][label]:.0f} / {workers[1].ready['compile_and_warm_s'][label]:.0f}"))
+                     f"{workers[0].ready['compile_and_warm_s'][b_label]:.0f} / "
+                     f"{workers[1].ready['compile_and_warm_s'][n_label]:.0f}"))
     table = markdown_table(("workload", f"base {base_rev}: s, median (min-max)", f"new {new_rev}: s",
                             "speed-up base/new (paired)", "compile + 2 calls s, base / new"), rows)
     body = (f"`{env['command']}`, {env['date']}, {args.reps} alternating rounds, "
@@ -235,7 +259,9 @@ def main(argv=None) -> None:
     p.add_argument("--base", default="HEAD", help="the git revision to compare against")
     p.add_argument("--task", choices=("step", "decode"), default="step")
     p.add_argument("--steps", default="float32@96,float32@128",
-                   help="step: comma-separated COMPUTE_DTYPE@PROMPT_WIDTH workloads")
+                   help="step: comma-separated COMPUTE_DTYPE@PROMPT_WIDTH[@TEACHER_DTYPE] workloads")
+    p.add_argument("--new-steps", default="",
+                   help="step: the new version's workloads, paired by position with --steps (default: the same)")
     p.add_argument("--batches", default="1,8", help="decode: batch sizes")
     p.add_argument("--new-tokens", type=int, default=64, help="decode: forced new tokens")
     p.add_argument("--reps", type=int, default=5)

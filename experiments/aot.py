@@ -78,7 +78,7 @@ class AotSpec:
     cpu_devices: int = 8
     prompt_len: int | None = None  # None: the widest prompt bucket of config.data.max_prompt_tokens
     max_new_tokens: int | None = None  # None: the curriculum's largest (last) response budget
-    teacher_param_dtype: str | None = None  # None: config.param_dtype (what the trainer loads)
+    teacher_param_dtype: str | None = None  # None: config.teacher_param_dtype, else param_dtype (as the trainer)
     hbm_gib: float | None = None  # None: the chip's HBM (CHIP_HBM_GIB)
     # XLA options for .compile(); on the CPU backend default_compiler_options() lowers the LLVM
     # optimisation level (buffer assignment, hence the memory report, does not depend on it).
@@ -278,7 +278,8 @@ def model_configs(spec: AotSpec):
     arch = lambda name: tiny_config().replace(**numerics) if name == TINY else preset_config(name, **numerics)  # noqa: E731
     teacher = arch(c.teacher)
     student = arch(c.student) if c.student and c.student != c.teacher else teacher
-    return student, teacher.replace(param_dtype=spec.teacher_param_dtype or c.param_dtype)
+    return student, teacher.replace(param_dtype=spec.teacher_param_dtype or c.get("teacher_param_dtype")
+                                    or c.param_dtype)
 
 
 def abstract_inputs(spec: AotSpec, mesh, given: bool):
@@ -535,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the widest prompt bucket of config.data.max_prompt_tokens")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="default: the curriculum's largest response budget")
-    p.add_argument("--teacher-param-dtype", default=None, help="default: config.param_dtype (as the trainer)")
+    p.add_argument("--teacher-param-dtype", default=None, help="default: config.teacher_param_dtype, else param_dtype (as the trainer)")
     p.add_argument("--hbm-gib", type=float, default=None, help="HBM budget per chip (default: the chip's)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per preset with --all-presets")
     p.add_argument("--json", action="store_true", help="print one JSON object per configuration")

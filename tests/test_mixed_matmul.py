@@ -11,7 +11,7 @@ import pytest
 
 from opdlm_jax.models import forward
 from opdlm_jax.models.layer_stack import platform_layout, stack_layers
-from opdlm_jax.models.mixed_matmul import dot_accumulate_f32
+from opdlm_jax.models.mixed_matmul import dot_accumulate_f32, scale_features
 from tiny import tiny_model
 
 # Every contraction the model makes: projections (1 and 2 contracted dims), the tied unembedding
@@ -63,6 +63,40 @@ def test_float32_operands_take_the_plain_product(xs, ws, contract):
     g = lambda x, w: jnp.sum(jnp.sin(jax.lax.dot_general(x, w, (contract, ((), ())))))
     for a, b in zip(jax.grad(f, (0, 1))(x, w), jax.grad(g, (0, 1))(x, w)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("xs,ws,contract", CASES)
+def test_float32_master_weight_gets_an_unrounded_gradient(xs, ws, contract):
+    """bfloat16 compute on float32-stored weights (the trainer's master weights): the weight's
+    gradient comes straight from the float32 accumulator, so it equals the float32 product of the
+    same bfloat16-valued operands up to summation order (not rounded to bfloat16)."""
+    x, w, kc = _operands(xs, ws, jnp.bfloat16)
+    w32 = w.astype(jnp.float32)  # stored float32, holding bfloat16 values
+    out_shape = jax.eval_shape(lambda: jax.lax.dot_general(x, w, (contract, ((), ())))).shape
+    c = jax.random.normal(kc, out_shape, jnp.float32).astype(jnp.bfloat16).astype(jnp.float32)
+    ours = jax.grad(lambda w: jnp.sum(dot_accumulate_f32(x, w, contract, jnp.bfloat16)
+                                      .astype(jnp.bfloat16).astype(jnp.float32) * c))(w32)
+    exact = jax.grad(lambda w: jnp.sum(jax.lax.dot_general(x.astype(jnp.float32), w, (contract, ((), ())),
+                                                           precision="highest") * c))(w32)
+    assert ours.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(exact), rtol=1e-5, atol=1e-5)
+
+
+def test_scale_features_gradient_in_bfloat16():
+    """A norm's scale in bfloat16 compute: value as the plain product, the scale's gradient a
+    float32 sum over rows (the plain autodiff's, up to order), x's gradient the plain one."""
+    kx, ks, kc = jax.random.split(jax.random.PRNGKey(5), 3)
+    x = jax.random.normal(kx, (3, 7, 16), jnp.float32).astype(jnp.bfloat16)
+    scale = 1 + 0.1 * jax.random.normal(ks, (16,), jnp.float32)
+    c = jax.random.normal(kc, x.shape, jnp.float32).astype(jnp.bfloat16)
+    plain = lambda x, s: x * s.astype(x.dtype)
+    loss = lambda f: lambda x, s: jnp.sum((f(x, s) * c).astype(jnp.float32))
+    np.testing.assert_array_equal(np.asarray(scale_features(x, scale)), np.asarray(plain(x, scale)))
+    (gx, gs), (rx, _) = jax.grad(loss(scale_features), (0, 1))(x, scale), jax.grad(loss(plain), (0, 1))(x, scale)
+    np.testing.assert_array_equal(np.asarray(gx), np.asarray(rx))
+    want = np.einsum("btd,btd->d", np.asarray(c, np.float64), np.asarray(x, np.float64))
+    assert gs.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(gs), want, rtol=1e-5, atol=1e-5)
 
 
 def test_student_gradient_through_the_cpu_layout_equals_the_scanned_model():

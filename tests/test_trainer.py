@@ -168,6 +168,27 @@ def test_a_passed_teacher_must_hold_master_weight_dtype(assets):
     assert {str(x.dtype) for x in jax.tree.leaves(setup.student_init)} == {"float32"}
 
 
+def test_bfloat16_stored_teacher(assets, tmp_path):
+    """teacher_param_dtype="bfloat16": the frozen teacher is stored in bfloat16 (the student's
+    master weights and AdamW moments stay float32) and, with bfloat16 compute, a step computes
+    the same loss as with the float32-stored teacher, which it casts to bfloat16 on every use."""
+    from opdlm_jax.train import loop
+    from opdlm_jax.train.config import ConfigError
+    from opdlm_jax.train.setup import build_setup
+
+    with pytest.raises(ConfigError, match="teacher_param_dtype='float16'"):
+        build_setup(tiny_config(assets, teacher_param_dtype="float16"))
+    setup = build_setup(tiny_config(assets, dtype="bfloat16", teacher_param_dtype="bfloat16"))
+    assert {str(x.dtype) for x in jax.tree.leaves(setup.teacher.params)} == {"bfloat16"}
+    assert setup.teacher.config.param_dtype == "bfloat16" and setup.student_config.param_dtype == "float32"
+    assert {str(x.dtype) for x in jax.tree.leaves(setup.student_init)} == {"float32"}
+    loss = {}
+    for stored in ("", "bfloat16"):
+        config = tiny_config(assets, steps=1, dtype="bfloat16", teacher_param_dtype=stored)
+        loss[stored] = loop.train(config, tmp_path / (stored or "master"), progress=False)["metrics"]["loss"]
+    assert loss["bfloat16"] == loss[""]  # bfloat16 compute casts the float32 teacher to these very values
+
+
 def test_checkpoint_from_8_devices_restores_on_1_and_4(assets, tmp_path):
     """Trained on a 2x2x2 mesh of the 8 (fake) devices, the params restore onto meshes of 1 and 4
     devices, each array resharded to its target, with the saved values bit for bit."""

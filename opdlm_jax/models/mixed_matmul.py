@@ -21,12 +21,16 @@ import numpy as np
 Dims = tuple[tuple[int, ...], tuple[int, ...]]  # (x's contracted dims, w's contracted dims)
 
 
-def dot_accumulate_f32(x: jax.Array, w: jax.Array, contract: Dims) -> jax.Array:
+def dot_accumulate_f32(x: jax.Array, w: jax.Array, contract: Dims, compute_dtype=None) -> jax.Array:
     """float32 result of contracting x's dims contract[0] with w's dims contract[1] (no batch
-    dims; result dims: x's free dims, then w's free dims, as `jax.lax.dot_general`)."""
-    if x.dtype == jnp.float32 and w.dtype == jnp.float32:
-        return _dot(x, w, contract)
-    return _low_precision_dot(x, w, contract)
+    dims; result dims: x's free dims, then w's free dims, as `jax.lax.dot_general`), both
+    operands in `compute_dtype` (default: x's). `w` may be stored in another dtype (float32
+    master weights): its gradient comes back in that dtype straight from the float32
+    accumulator, without a detour through the compute dtype."""
+    compute_dtype = jnp.dtype(compute_dtype or x.dtype)
+    if compute_dtype == jnp.float32:
+        return _dot(x.astype(compute_dtype), w.astype(compute_dtype), contract)
+    return _low_precision_dot(x.astype(compute_dtype), w, contract)
 
 
 def _dot(x, w, contract: Dims):
@@ -35,27 +39,26 @@ def _dot(x, w, contract: Dims):
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _low_precision_dot(x, w, contract: Dims):
-    return _dot(x, w, contract)
+    return _dot(x, w.astype(x.dtype), contract)
 
 
 def _forward(x, w, contract: Dims):
-    return _dot(x, w, contract), (x, w)
+    w_compute = w.astype(x.dtype)
+    return _dot(x, w_compute, contract), (x, w_compute, jnp.zeros((), w.dtype))
 
 
 def _backward(contract: Dims, residuals, cotangent):
-    x, w = residuals
+    x, w, w_stored = residuals
     cx, cw = contract
     fx = [d for d in range(x.ndim) if d not in cx]
     fw = [d for d in range(w.ndim) if d not in cw]
+    ct = cotangent.astype(x.dtype)
     ct_free_x, ct_free_w = tuple(range(len(fx))), tuple(range(len(fx), cotangent.ndim))
     # d/dx pairs the cotangent's w-free part with w's free dims; each of w's contracted dims
     # stands for its x partner. d/dw likewise with x's free dims.
-    dx = _product_in_layout(cotangent.astype(x.dtype), ct_free_w, fx,
-                            w.astype(x.dtype), tuple(fw), [cx[i] for i in np.argsort(cw)])
-    dw = _product_in_layout(cotangent.astype(w.dtype), ct_free_x, fw,
-                            x.astype(w.dtype), tuple(fx), [cw[i] for i in np.argsort(cx)])
-    return dx.astype(x.dtype), dw.astype(w.dtype)
-
+    dx = _product_in_layout(ct, ct_free_w, fx, w, tuple(fw), [cx[i] for i in np.argsort(cw)])
+    dw = _product_in_layout(ct, ct_free_x, fw, x, tuple(fx), [cw[i] for i in np.argsort(cx)])
+    return dx.astype(x.dtype), dw.astype(w_stored.dtype)
 
 def _product_in_layout(ct, ct_contract, ct_free_dims, other, other_contract, other_free_dims):
     """ct x other contracted over (ct_contract, other_contract), laid out as the target array whose
@@ -73,3 +76,31 @@ def _product_in_layout(ct, ct_contract, ct_free_dims, other, other_contract, oth
 
 
 _low_precision_dot.defvjp(_forward, _backward)
+
+
+def scale_features(x: jax.Array, scale: jax.Array) -> jax.Array:
+    """x * scale over x's last axis, in x's dtype (a norm's learned scale). In a low-precision
+    dtype the scale's gradient (a sum over every row) is taken as a float32 matrix-vector
+    product: XLA's CPU backend runs it as a windowed reduction, 4 ms per norm of the demo's update."""
+    if x.dtype == jnp.float32:
+        return x * scale.astype(x.dtype)
+    return _scale_features(x, scale)
+
+
+@jax.custom_vjp
+def _scale_features(x, scale):
+    return x * scale.astype(x.dtype)
+
+
+def _scale_forward(x, scale):
+    return _scale_features(x, scale), (x, scale)
+
+
+def _scale_backward(residuals, cotangent):
+    x, scale = residuals
+    rows = (cotangent.astype(jnp.float32) * x.astype(jnp.float32)).reshape(-1, x.shape[-1])
+    d_scale = jnp.ones((rows.shape[0],), jnp.float32) @ rows
+    return (cotangent * scale.astype(cotangent.dtype)).astype(x.dtype), d_scale.astype(scale.dtype)
+
+
+_scale_features.defvjp(_scale_forward, _scale_backward)

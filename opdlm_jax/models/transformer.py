@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from opdlm_jax.models.attention_choice import attention_platform
 from opdlm_jax.models.config import ModelConfig
 from opdlm_jax.models.masks import PeekMask, StructuredMask
-from opdlm_jax.models.mixed_matmul import dot_accumulate_f32
+from opdlm_jax.models.mixed_matmul import dot_accumulate_f32, scale_features
 from opdlm_jax.models.rope import apply_rotary
 
 LayerCache = Any  # (k, v) arrays [B, kv_heads, S, head_dim] or None
@@ -47,7 +47,7 @@ class RMSNorm(nn.Module):
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         # HF order: normalise in float32, cast back, then scale in the activation dtype.
-        return scale.astype(self.dtype) * normed.astype(self.dtype)
+        return scale_features(normed.astype(self.dtype), scale)
 
 
 class Projection(nn.Module):
@@ -62,12 +62,11 @@ class Projection(nn.Module):
     @nn.compact
     def __call__(self, x):
         init = nn.initializers.normal(stddev=0.02)
-        kernel = _param(self, "kernel", init, self.shape, self.axes, self.param_dtype).astype(self.dtype)
+        kernel = _param(self, "kernel", init, self.shape, self.axes, self.param_dtype)
         contract_x = tuple(range(x.ndim - self.in_dims, x.ndim))
         # float32 accumulation, then the activation dtype: the form XLA's CPU backend runs as a
         # native bfloat16 matmul, in the backward pass too (mixed_matmul).
-        y = dot_accumulate_f32(x.astype(self.dtype), kernel,
-                               (contract_x, tuple(range(self.in_dims)))).astype(self.dtype)
+        y = dot_accumulate_f32(x, kernel, (contract_x, tuple(range(self.in_dims))), self.dtype).astype(self.dtype)
         if self.use_bias:
             bias = _param(self, "bias", nn.initializers.zeros, self.shape[self.in_dims:],
                           self.axes[self.in_dims:], self.param_dtype)
@@ -245,10 +244,10 @@ class Transformer(nn.Module):
         """Hidden states [..., d] -> float32 logits [..., V]; callers may chunk along the sequence."""
         c = self.config
         if c.tie_word_embeddings:
-            weight, dims = self.embedding.astype(c.jnp_dtype), ((hidden.ndim - 1,), (1,))
+            weight, dims = self.embedding, ((hidden.ndim - 1,), (1,))
         else:
-            weight, dims = self.lm_head.astype(c.jnp_dtype), ((hidden.ndim - 1,), (0,))
-        logits = dot_accumulate_f32(hidden.astype(c.jnp_dtype), weight, dims)
+            weight, dims = self.lm_head, ((hidden.ndim - 1,), (0,))
+        logits = dot_accumulate_f32(hidden, weight, dims, c.jnp_dtype)
         # Decoding unembeds one position per row ([B, d] -> [B, V]); training whole sequences.
         names = {2: ("batch", "vocab"), 3: ("batch", "length", "vocab")}.get(logits.ndim)
         return logits if names is None else _constrain(logits, names)

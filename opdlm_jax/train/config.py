@@ -33,6 +33,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.student = ""  # student init; empty = the teacher's weights (the OPDLM conversion)
     c.dtype = "float32"  # compute dtype; params stay param_dtype (float32 master weights)
     c.param_dtype = "float32"
+    # The frozen teacher's stored dtype; empty = param_dtype. "bfloat16" halves its memory and
+    # skips casting it on every pass when the compute dtype is bfloat16 (same values then).
+    c.teacher_param_dtype = ""
     c.scan_layers = True
     c.remat_policy = "none"
     c.attention = "auto"  # auto: splash kernel on TPU, dense elsewhere | dense | splash (models.config)
@@ -135,6 +138,9 @@ def _check_combinations(c: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"loss.normalisation={c.loss.normalisation!r}: expected one of {NORMALISATIONS}")
     if not 0.0 <= c.rollout.threshold <= 1.0:
         raise ConfigError(f"rollout.threshold={c.rollout.threshold} is outside [0, 1]")
+    if c.teacher_param_dtype not in ("", "float32", "bfloat16"):
+        raise ConfigError(f"teacher_param_dtype={c.teacher_param_dtype!r}: expected '' (param_dtype), "
+                          "'float32' or 'bfloat16'")
     if c.data.prompt_ladder not in LADDERS:
         raise ConfigError(f"data.prompt_ladder={c.data.prompt_ladder!r}: expected one of {LADDERS}")
     if c.method in PROMPT_METHODS and not c.data.train:

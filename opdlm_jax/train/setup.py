@@ -15,6 +15,7 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from opdlm_jax.checkpoints.loading import LoadedModel, load_model
@@ -159,6 +160,16 @@ def load_models(config: ml_collections.ConfigDict) -> tuple[LoadedModel, ModelCo
     return teacher, student.config, student.params
 
 
+def teacher_storage(teacher: LoadedModel, param_dtype: str) -> LoadedModel:
+    """The frozen teacher with its floating-point weights stored in `param_dtype` (a new tree:
+    the student keeps the arrays it was given)."""
+    if teacher.config.param_dtype == param_dtype:
+        return teacher
+    cast = lambda x: x.astype(param_dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
+    return dataclasses.replace(teacher, config=teacher.config.replace(param_dtype=param_dtype),
+                               params=jax.tree.map(cast, teacher.params))
+
+
 @dataclasses.dataclass
 class Setup:
     """Everything the loop needs, built once from the config."""
@@ -189,6 +200,7 @@ def build_setup(config: ml_collections.ConfigDict, teacher: LoadedModel | None =
         student_config, student_init = teacher.config, teacher.params
     else:
         teacher, student_config, student_init = load_models(config)
+    teacher = teacher_storage(teacher, config.get("teacher_param_dtype") or config.param_dtype)
     mask = teacher.mask_token_id
     if mask is None or not 0 <= mask < student_config.vocab_size:
         raise ConfigError(f"mask token id {mask} is outside the student's vocabulary ({student_config.vocab_size})")
