@@ -55,7 +55,9 @@ def test_two_processes_train_like_one(runs, tiny_assets):
         records = train_records(runs / name)
         assert [r["step"] for r in records] == [1, 2, 3], (name, records)  # one line per step
         for r, ref in zip(records, reference):
-            np.testing.assert_allclose(r["loss"], ref["loss"], rtol=1e-5, err_msg=name)
+            # The KL is a small difference of O(1) terms (0.009 here): the summation order of
+            # one device against four moves it by ~1e-7 absolute, while the gradients agree bitwise.
+            np.testing.assert_allclose(r["loss"], ref["loss"], rtol=1e-5, atol=1e-6, err_msg=name)
             np.testing.assert_allclose(r["grad_norm"], ref["grad_norm"], rtol=1e-5, err_msg=name)
         for a, b in zip(host_params(runs / name, tiny_assets), host_params(runs / "1x4", tiny_assets)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
