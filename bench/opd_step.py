@@ -396,8 +396,8 @@ def report(rec, args, base, configs, dtypes, parts, rollout_dtype, summarize, pa
     out = [
         f"Command: `{e['command']}`  ",
         f"Date: {e['date']}; run time {rec['total_s']:.0f} s (model load {rec['load_s']:.0f} s); load average "
-        f"at start {e['load_average']}, at end {rec['load_average_end']} (shared machine: other jobs ran "
-        f"throughout; see the cores-obtained column).  ",
+        f"at start {e['load_average']}, at end {rec['load_average_end']} (the benchmark's own "
+        f"two threads load the machine to ~2; the cores-obtained column shows what each call got).  ",
         f"Machine: {e['cpu']}, {e['cores']}; backend {e['backend']}; Python {e['python']}, JAX {e['jax']}, "
         f"jaxlib {e['jaxlib']}, flax {e['flax']}, torch {e['torch']} (unused); XLA_FLAGS="
         f"`{e['XLA_FLAGS'] or '(unset)'}`; code at git {e.get('git', 'unknown')}.  ",
