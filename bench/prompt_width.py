@@ -4,7 +4,7 @@
 
 The demo's chat-templated prompts are 35-89 tokens; `bucket_width` pads a batch to the next power
 of two (128 for almost every batch of 8). This times the demo's fused step (SmolLM2-135M, 8
-prompts, 32-token budget, float32, K=1) on the same 8 prompts left-padded to each width,
+prompts, 32-token budget, K=1; float32 compute unless `--dtype bfloat16`) on the same 8 prompts left-padded to each width,
 interleaved round-robin, each call from a fresh copy of the train state with the same key
 (identical work per repetition); it reports median seconds and per-repetition ratios to width 128
 (shared/docs/BENCHMARKING.md: ratios in one run, never absolute times across runs).
@@ -32,9 +32,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--widths", default="64,96,128")
+    parser.add_argument("--dtype", default="float32", help="compute dtype (float32 master weights either way)")
     args = parser.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
     config = copy.deepcopy(get_config("").train)
+    config.dtype = args.dtype
     setup = build_setup(config)  # the demo's teacher, optimizer and step settings, as the trainer builds them
     teacher = setup.teacher
     budget = setup.curriculum.length(config.steps, config.rollout.block_size)
@@ -43,7 +45,8 @@ def main() -> None:
     records = read_prompt_records(config.data.train)
     prompts = [ids for ids in (prompt_token_ids(teacher.tokenizer, r, fmt) for r in records) if len(ids) <= min(widths)]
     prompts = prompts[:config.batch_size]
-    print(f"{len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, budget {budget}")
+    print(f"{len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, budget {budget}, "
+          f"{args.dtype} compute")
     inputs = {w: full_budget_inputs(*left_pad(prompts, w, setup.tokens.pad_id), budget) for w in widths}
     base = jax.device_put(init_train_state(setup.student_init, setup.optimizer))
     key = jax.random.PRNGKey(0)

@@ -120,3 +120,16 @@ def test_student_gradient_through_the_cpu_layout_equals_the_scanned_model():
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         assert a.shape == b.shape
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)  # float32, other order
+
+
+def test_platform_layout_keeps_the_scan_off_cpu(monkeypatch):
+    """The layout follows the platform the program is traced for (an AOT compile for TPU on this
+    CPU host keeps the scan), and an unrolled model is left as it is."""
+    from opdlm_jax.models import layer_stack
+
+    config, params = tiny_model("qwen3")
+    scanned, stacked = stack_layers(config, params)
+    assert platform_layout(config, params)[0] is config  # already unrolled
+    monkeypatch.setattr(layer_stack, "traced_platform", lambda: "tpu")
+    kept_config, kept = platform_layout(scanned, stacked)
+    assert kept_config.scan_layers and kept is stacked

@@ -13,7 +13,8 @@ import jax
 from opdlm_jax.models.config import ModelConfig
 
 
-def attention_platform() -> str:
+def traced_platform() -> str:
+    """The platform the program is traced for (also what `layer_stack` keys its layout on)."""
     mesh = jax.sharding.get_abstract_mesh()
     if not mesh.empty:
         return mesh.abstract_device.platform
@@ -22,5 +23,5 @@ def attention_platform() -> str:
 
 def use_splash(config: ModelConfig) -> bool:
     if config.attention == "auto":
-        return attention_platform() == "tpu"
+        return traced_platform() == "tpu"
     return config.attention == "splash"

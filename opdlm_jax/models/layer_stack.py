@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from opdlm_jax.models.attention_choice import traced_platform
 from opdlm_jax.models.config import ModelConfig
 
 STACKED = "layers"
@@ -58,8 +59,9 @@ def compute_dtype_weights(config: ModelConfig, params: Any) -> tuple[ModelConfig
 
 
 def platform_layout(config: ModelConfig, params: Any) -> tuple[ModelConfig, Any]:
-    """Layers unstacked on CPU, as stored elsewhere (see the module docstring); differentiable."""
-    if config.scan_layers and jax.default_backend() == "cpu":
+    """Layers unstacked on CPU, as stored elsewhere (see the module docstring); differentiable.
+    The platform is the one traced for (an AOT compile for TPU on a CPU host keeps the scan)."""
+    if config.scan_layers and traced_platform() == "cpu":
         return unstack_layers(config, params)
     return config, params
 

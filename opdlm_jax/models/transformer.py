@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from opdlm_jax.models.attention_choice import attention_platform
+from opdlm_jax.models.attention_choice import traced_platform
 from opdlm_jax.models.config import ModelConfig
 from opdlm_jax.models.masks import PeekMask, StructuredMask
 from opdlm_jax.models.mixed_matmul import dot_accumulate_f32, scale_features
@@ -153,7 +153,7 @@ def _splash(q, k, v, mask: StructuredMask, cached: bool):
     # Pallas is imported only on this path.
     from opdlm_jax.models.splash import splash_attention
     return splash_attention(q, k, v, mask.valid, mask.structure,
-                            interpret=attention_platform() != "tpu")
+                            interpret=traced_platform() != "tpu")
 
 
 class MLP(nn.Module):
