@@ -9,6 +9,7 @@
   accumulation (the compute ceiling MFU is quoted against), measured in the same run.
 - `environment`: the record every table carries (command, date, CPU, cores, versions, load).
 - `markdown_table`, `replace_section`: output for stdout and `BENCHMARKS.md`.
+- `demo_step_setup`: the demo's trainer setup, response budget and first batch of prompts.
 """
 from __future__ import annotations
 
@@ -210,3 +211,24 @@ def replace_section(path: Path, title: str, body: str, preamble: str = "# Benchm
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text)
+
+
+def demo_step_setup(dtype: str, max_prompt_tokens: int):
+    """The demo's OPD step as the trainer builds it (experiments/configs/demo.py) with compute
+    `dtype` (float32 master weights either way) -> (config, setup, response budget, the first
+    batch_size of its training prompts with at most `max_prompt_tokens` tokens, as token ids)."""
+    import copy
+
+    from experiments.configs.demo import get_config
+    from opdlm_jax.data.chat_format import chat_format_from_config, prompt_token_ids
+    from opdlm_jax.data.prompt_records import read_prompt_records
+    from opdlm_jax.train.setup import build_setup
+
+    config = copy.deepcopy(get_config("").train)
+    config.dtype = dtype
+    setup = build_setup(config)
+    budget = setup.curriculum.length(config.steps, config.rollout.block_size)
+    fmt = chat_format_from_config(config)  # the prompts the demo trains on
+    ids = (prompt_token_ids(setup.teacher.tokenizer, r, fmt) for r in read_prompt_records(config.data.train))
+    prompts = [p for p in ids if len(p) <= max_prompt_tokens][:config.batch_size]
+    return config, setup, budget, prompts

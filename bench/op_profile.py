@@ -105,27 +105,16 @@ def step_stage_program(what: str, dtype: str, width: int):
     """One stage of the demo's OPD step (experiments/configs/demo.py, its prompts, length budget
     and K=1) jitted alone: `rollout`, `teacher` or `update`; `dtype` is the compute dtype
     (parameters and AdamW moments stay float32)."""
-    import copy
-
     import jax
     import jax.numpy as jnp
 
-    from experiments.configs.demo import get_config
-    from opdlm_jax.data.chat_format import chat_format_from_config, prompt_token_ids
-    from opdlm_jax.data.prompt_records import read_prompt_records
+    from bench.common import demo_step_setup
     from opdlm_jax.decoding.batching import left_pad
-    from opdlm_jax.train.setup import build_setup
     from opdlm_jax.train.state import init_train_state
     from opdlm_jax.train.step import rollout_stage, select_states_stage, teacher_stage, update_stage
 
-    config = copy.deepcopy(get_config("").train)
-    config.dtype = dtype
-    setup = build_setup(config)
-    budget = setup.curriculum.length(config.steps, config.rollout.block_size)
+    _, setup, budget, ids = demo_step_setup(dtype, width)
     cfg = setup.step_config(budget)
-    fmt = chat_format_from_config(config)
-    ids = [prompt_token_ids(setup.teacher.tokenizer, r, fmt) for r in read_prompt_records(config.data.train)]
-    ids = [p for p in ids if len(p) <= width][:config.batch_size]
     prompts, valid = (jnp.asarray(a) for a in left_pad(ids, width, setup.tokens.pad_id))
     student, teacher = setup.student_config, setup.teacher.config
     state = jax.device_put(init_train_state(setup.student_init, setup.optimizer))

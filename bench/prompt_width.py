@@ -12,18 +12,13 @@ interleaved round-robin, each call from a fresh copy of the train state with the
 from __future__ import annotations
 
 import argparse
-import copy
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.common import summarize, timed
-from experiments.configs.demo import get_config
-from opdlm_jax.data.chat_format import chat_format_from_config, prompt_token_ids
-from opdlm_jax.data.prompt_records import read_prompt_records
+from bench.common import demo_step_setup, summarize, timed
 from opdlm_jax.decoding.batching import left_pad
-from opdlm_jax.train.setup import build_setup
 from opdlm_jax.train.state import init_train_state
 from opdlm_jax.train.step import full_budget_inputs, make_opd_step
 
@@ -35,16 +30,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", help="compute dtype (float32 master weights either way)")
     args = parser.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
-    config = copy.deepcopy(get_config("").train)
-    config.dtype = args.dtype
-    setup = build_setup(config)  # the demo's teacher, optimizer and step settings, as the trainer builds them
+    # the demo's teacher, optimizer and step settings, as the trainer builds them
+    _, setup, budget, prompts = demo_step_setup(args.dtype, min(widths))
     teacher = setup.teacher
-    budget = setup.curriculum.length(config.steps, config.rollout.block_size)
     step = make_opd_step(setup.student_config, teacher.config, setup.step_config(budget), setup.optimizer)
-    fmt = chat_format_from_config(config)  # the prompts the demo trains on
-    records = read_prompt_records(config.data.train)
-    prompts = [ids for ids in (prompt_token_ids(teacher.tokenizer, r, fmt) for r in records) if len(ids) <= min(widths)]
-    prompts = prompts[:config.batch_size]
     print(f"{len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, budget {budget}, "
           f"{args.dtype} compute")
     inputs = {w: full_budget_inputs(*left_pad(prompts, w, setup.tokens.pad_id), budget) for w in widths}

@@ -55,7 +55,9 @@ def step_label(dtype: str, width: int, teacher: str) -> str:
 
 def step_workloads(specs: list[tuple[str, int, str]]) -> dict:
     """label -> call returning seconds, for the demo's fused step per (compute dtype, prompt width,
-    teacher's stored dtype)."""
+    teacher's stored dtype). Builds the demo's setup itself rather than with
+    `bench.common.demo_step_setup`: a worker imports the base revision's packages, whose
+    `bench/common.py` may predate that helper."""
     import copy
 
     import jax

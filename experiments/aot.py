@@ -278,8 +278,9 @@ def model_configs(spec: AotSpec):
     arch = lambda name: tiny_config().replace(**numerics) if name == TINY else preset_config(name, **numerics)  # noqa: E731
     teacher = arch(c.teacher)
     student = arch(c.student) if c.student and c.student != c.teacher else teacher
-    return student, teacher.replace(param_dtype=spec.teacher_param_dtype or c.get("teacher_param_dtype")
-                                    or c.param_dtype)
+    from opdlm_jax.train.config import stored_teacher_dtype
+
+    return student, teacher.replace(param_dtype=spec.teacher_param_dtype or stored_teacher_dtype(c))
 
 
 def abstract_inputs(spec: AotSpec, mesh, given: bool):

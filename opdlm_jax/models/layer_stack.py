@@ -53,9 +53,12 @@ def compute_dtype_weights(config: ModelConfig, params: Any) -> tuple[ModelConfig
     the results are bit-identical."""
     if config.param_dtype == config.dtype:
         return config, params
-    dtype = config.jnp_dtype
-    cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
-    return config.replace(param_dtype=config.dtype), jax.tree.map(cast, params)
+    return config.replace(param_dtype=config.dtype), cast_floating(params, config.dtype)
+
+
+def cast_floating(params: Any, dtype) -> Any:
+    """The tree with its floating-point leaves cast to `dtype` (integer leaves as they are)."""
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
 
 
 def platform_layout(config: ModelConfig, params: Any) -> tuple[ModelConfig, Any]:

@@ -88,6 +88,12 @@ class ConfigError(BadInput):
     """An invalid config value or combination (exit code 2)."""
 
 
+def stored_teacher_dtype(c: ml_collections.ConfigDict) -> str:
+    """The dtype the frozen teacher's weights are stored in: teacher_param_dtype, else param_dtype
+    (configs written before the field existed have no teacher_param_dtype)."""
+    return c.get("teacher_param_dtype") or c.param_dtype
+
+
 def validate_config(c: ml_collections.ConfigDict, *, check_files: bool = False) -> None:
     """Reject invalid values and combinations at start-up, naming the fields. check_files: also
     the inputs (`check_input_files`), for a run about to start (not for AOT planning)."""

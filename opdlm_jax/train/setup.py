@@ -15,7 +15,6 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from opdlm_jax.checkpoints.loading import LoadedModel, load_model
@@ -24,7 +23,8 @@ from opdlm_jax.decoding.sampling import SamplingParams
 from opdlm_jax.diffusion.student import output_vocab_limit
 from opdlm_jax.distill.opd_loss import LossConfig
 from opdlm_jax.models.config import ModelConfig
-from opdlm_jax.train.config import METHODS, ConfigError, validate_config
+from opdlm_jax.models.layer_stack import cast_floating
+from opdlm_jax.train.config import METHODS, ConfigError, stored_teacher_dtype, validate_config
 from opdlm_jax.train.curriculum import Curriculum
 from opdlm_jax.train.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
 from opdlm_jax.train.state import init_train_state, train_state_shardings
@@ -165,9 +165,8 @@ def teacher_storage(teacher: LoadedModel, param_dtype: str) -> LoadedModel:
     the student keeps the arrays it was given)."""
     if teacher.config.param_dtype == param_dtype:
         return teacher
-    cast = lambda x: x.astype(param_dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
     return dataclasses.replace(teacher, config=teacher.config.replace(param_dtype=param_dtype),
-                               params=jax.tree.map(cast, teacher.params))
+                               params=cast_floating(teacher.params, param_dtype))
 
 
 @dataclasses.dataclass
@@ -200,7 +199,7 @@ def build_setup(config: ml_collections.ConfigDict, teacher: LoadedModel | None =
         student_config, student_init = teacher.config, teacher.params
     else:
         teacher, student_config, student_init = load_models(config)
-    teacher = teacher_storage(teacher, config.get("teacher_param_dtype") or config.param_dtype)
+    teacher = teacher_storage(teacher, stored_teacher_dtype(config))
     mask = teacher.mask_token_id
     if mask is None or not 0 <= mask < student_config.vocab_size:
         raise ConfigError(f"mask token id {mask} is outside the student's vocabulary ({student_config.vocab_size})")
